@@ -1,0 +1,41 @@
+"""cnndsl: a declarative language for convolutional networks and its compiler.
+
+    import cnndsl
+    net = cnndsl.load("examples/lenet5.cnn")
+    print(net.summary())
+    model = net.build(rngs=flax.nnx.Rngs(0))
+    variables, apply = net.functional(jax.random.key(0))
+
+Importing cnndsl does not import JAX; only building or running a network does.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ArgumentError,
+    CnnError,
+    CnnNameError,
+    CnnSyntaxError,
+    CnnWarning,
+    DataError,
+    ShapeError,
+)
+from .net import Net, load, loads
+from .shape import Shape
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "CnnError",
+    "CnnNameError",
+    "CnnSyntaxError",
+    "CnnWarning",
+    "DataError",
+    "Net",
+    "Shape",
+    "ShapeError",
+    "__version__",
+    "load",
+    "loads",
+]

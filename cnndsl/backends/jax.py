@@ -1,0 +1,218 @@
+"""The JAX/Flax backend: variables from the IR, a pure forward pass, and an NNX module.
+
+Variables are nested dicts keyed by layer path, split into collections as in Flax:
+`{"params": ..., "batch_stats": ..., "fixed": ...}` (the last holds constant filter
+kernels; it is never trained). The forward pass walks the IR once at trace time and calls
+each op's lowering (`Op.apply`); under `jax.jit` nothing of this Python runs per step.
+
+    variables, apply = functional(net, jax.random.key(0))
+    y = apply(variables, x)                                  # eval: x (N, H, W, D)
+    y, batch_stats = apply(variables, x, train=True, key=k)  # train: BN batch stats, dropout
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .. import ir
+from ..errors import ArgumentError, ShapeError
+from ..ops import MERGES, REGISTRY
+from ..ops.base import ApplyCtx
+from ..passes.dataflow import Walker
+
+COLLECTIONS = ("params", "batch_stats", "fixed")
+FINAL_ACTIVATIONS = ("softmax", "logsoftmax")
+
+
+def _put(tree: dict, path: tuple[str, ...], key: str, value: Any) -> None:
+    for part in path:
+        tree = tree.setdefault(part, {})
+    tree[key] = value
+
+
+def _get(tree: dict, path: tuple[str, ...]) -> dict:
+    for part in path:
+        tree = tree.get(part, {})
+    return tree
+
+
+def init_variables(net: ir.Network, key: jax.Array) -> dict[str, dict]:
+    """Fresh variables for every layer, initialised as Flax's layers do by default."""
+    out: dict[str, dict] = {}
+    for i, n in enumerate(ir.layers(net.body)):
+        assert n.x is not None and n.y is not None, "run the passes first"
+        for name, (coll, value) in REGISTRY[n.op].init(n.args, n.x, n.y, jax.random.fold_in(key, i)).items():
+            _put(out.setdefault(coll, {}), n.path, name, value)
+    return out
+
+
+class _Forward(Walker[jax.Array]):
+    rebuild = False
+
+    def __init__(self, variables: dict, train: bool, key: jax.Array | None, skip: ir.Layer | None, dropout: bool) -> None:
+        self.variables = variables
+        self.train = train
+        self.dropout = dropout
+        self.key = key
+        self.skip = skip
+        self.updates: dict[str, dict] = {}
+        self.count = 0
+
+    def layer(self, n: ir.Layer, x: jax.Array) -> tuple[ir.Layer, jax.Array]:
+        self.count += 1
+        if n is self.skip:
+            return n, x
+        p: dict[str, Any] = {}
+        for coll in COLLECTIONS:
+            p.update(_get(self.variables.get(coll, {}), n.path))
+        key = None if self.key is None else jax.random.fold_in(self.key, self.count)
+        ctx = ApplyCtx(train=self.train, key=key, x=n.x, y=n.y, dropout=self.dropout)
+        y = REGISTRY[n.op].apply(n.args, p, x, ctx)
+        for name, value in ctx.updates.items():
+            _put(self.updates, n.path, name, value)
+        return n, y
+
+    def merge(self, n, xs, labels):
+        return n, MERGES[n.kind].apply(xs)
+
+
+def final_activation(net: ir.Network) -> ir.Layer | None:
+    """The trailing `softmax`/`logsoftmax` layer, if the network ends with one."""
+    last = net.body.items[-1] if net.body.items else None
+    return last if isinstance(last, ir.Layer) and last.op in FINAL_ACTIVATIONS else None
+
+
+def forward(
+    net: ir.Network,
+    variables: dict,
+    x: jax.Array,
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+    logits: bool = False,
+    dropout: bool = True,
+) -> tuple[jax.Array, dict]:
+    """`x: (N, *spatial[::-1], D)` -> (output, batch-stat updates by layer path).
+
+    `train=True` uses batch statistics in BN (and returns their updates) and, unless
+    `dropout=False`, applies dropout with `key`. `logits=True` leaves out a trailing
+    softmax/logsoftmax (for losses that take logits).
+    """
+    want = net.input.array_shape()
+    if tuple(x.shape[1:]) != want:
+        raise ShapeError(
+            f"the input array has shape {tuple(x.shape)}, but `input {net.input}` needs (N, {', '.join(map(str, want))})",
+            net.input_span,
+            hints=["arrays are channels-last: `D@WxH` is (N, H, W, D)"],
+        ).with_source(net.source)
+    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout)
+    _, y = walker.run(net.body, x)
+    return y, walker.updates
+
+
+def _merge_trees(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merge_trees(base.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def functional(net: ir.Network, key: jax.Array) -> tuple[dict, Callable[..., Any]]:
+    """A pure (variables, apply) pair for plain JAX: jit, grad and vmap work on `apply`."""
+    variables = init_variables(net, key)
+
+    def apply(variables: dict, x: jax.Array, *, train: bool = False, key: jax.Array | None = None, logits: bool = False):
+        y, updates = forward(net, variables, x, train=train, key=key, logits=logits)
+        if not train:
+            return y
+        return y, _merge_trees(variables.get("batch_stats", {}), updates)
+
+    return variables, apply
+
+
+class Fixed(nnx.Variable):
+    """A constant (non-trainable) kernel: `nnx.Param` filters leave it out."""
+
+
+_VARIABLE_TYPES = {"params": nnx.Param, "batch_stats": nnx.BatchStat, "fixed": Fixed}
+
+
+def _to_nnx(tree: dict, coll: str) -> nnx.Dict:
+    return nnx.Dict({k: _to_nnx(v, coll) if isinstance(v, dict) else _VARIABLE_TYPES[coll](v) for k, v in tree.items()})
+
+
+def _values(tree: nnx.Dict) -> dict:
+    return {k: _values(v) if isinstance(v, nnx.Dict) else v[...] for k, v in tree.items()}
+
+
+class _Spec:
+    """Holds the IR as a static attribute, compared by identity (cheap to hash under jit)."""
+
+    __slots__ = ("net",)
+
+    def __init__(self, net: ir.Network) -> None:
+        self.net = net
+
+    def __hash__(self) -> int:
+        return id(self.net)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Spec) and other.net is self.net
+
+
+class Model(nnx.Module):
+    """A Flax NNX module built eagerly from the IR (every shape is already known).
+
+    Variables live in `model.params`, `model.batch_stats`, `model.fixed` (nested `nnx.Dict`
+    by layer path: `model.params["conv1"]["kernel"]`). Like Flax's own layers the module
+    starts in training mode; `model.eval()` / `model.train()` switch BN and dropout.
+    """
+
+    def __init__(self, net: ir.Network, *, rngs: nnx.Rngs) -> None:
+        self.spec = _Spec(net)
+        variables = init_variables(net, rngs.params())
+        for coll in COLLECTIONS:
+            setattr(self, coll, _to_nnx(variables.get(coll, {}), coll))
+        self.rngs = rngs.fork() if any(n.op == "dropout" for n in ir.layers(net.body)) else None
+        self.use_running_average = False
+        self.deterministic = False
+
+    def __call__(self, x: jax.Array, *, logits: bool = False) -> jax.Array:
+        """`x: (N, *spatial[::-1], D)` -> the network's output."""
+        train = not self.use_running_average
+        dropout = train and not self.deterministic
+        key = None
+        if dropout and self.rngs is not None:
+            key = self.rngs.dropout() if "dropout" in self.rngs else self.rngs.default()
+        variables = {c: _values(getattr(self, c)) for c in COLLECTIONS}
+        y, updates = forward(self.spec.net, variables, x, train=train, key=key, logits=logits, dropout=dropout)
+        if train:
+            self._write_stats(self.batch_stats, updates)
+        return y
+
+    def _write_stats(self, tree: nnx.Dict, updates: dict) -> None:
+        for k, v in updates.items():
+            if isinstance(v, dict):
+                self._write_stats(tree[k], v)
+            else:
+                tree[k][...] = v
+
+
+def build(net: ir.Network, rngs: nnx.Rngs | None = None) -> Model:
+    if rngs is None:
+        rngs = nnx.Rngs(0)
+    if not isinstance(rngs, nnx.Rngs):
+        raise ArgumentError("build(rngs=...) takes an `nnx.Rngs`, like `nnx.Rngs(0)`")
+    return Model(net, rngs=rngs)
+
+
+def lower(net: ir.Network, x: jax.Array | None = None) -> Any:
+    """The jitted eval forward, lowered for `x` (or zeros of batch 1): for HLO inspection."""
+    variables = init_variables(net, jax.random.key(0))
+    x = jnp.zeros(net.input.array_shape(1), jnp.float32) if x is None else x
+    return jax.jit(lambda v, x: forward(net, v, x)[0]).lower(variables, x)

@@ -1,0 +1,139 @@
+"""The `cnndsl` command. `cnndsl compile` never imports JAX.
+
+Exit status: 0 ok, 2 a mistake in the input (a `CnnError`, printed as a diagnostic),
+70 an internal error (reported in one line, never as a traceback unless CNNDSL_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import CnnError
+
+EXIT_USER, EXIT_INTERNAL = 2, 70
+
+
+def _color(args: argparse.Namespace) -> bool:
+    if args.color == "always":
+        return True
+    if args.color == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import ir
+    from .compiler import compile_file
+    from .report import render_table, to_json
+
+    status = 0
+    results = []
+    for path in args.files:
+        try:
+            net = compile_file(path)
+        except CnnError as e:
+            status = EXIT_USER
+            partial = getattr(e, "partial", None)
+            if args.json:
+                item = to_json(partial) if isinstance(partial, ir.Network) else {"file": path}
+                item["error"] = {
+                    "kind": type(e).__name__,
+                    "message": e.message,
+                    "line": e.span.line if e.span else None,
+                    "column": e.span.column if e.span else None,
+                    "rendered": e.render(),
+                }
+                results.append(item)
+            else:
+                if isinstance(partial, ir.Network) and partial.body.items:
+                    sys.stdout.write(render_table(partial, args.depth, color=_color(args), with_totals=False))
+                    sys.stdout.flush()
+                print(e.render(), file=sys.stderr)
+            continue
+        if args.json:
+            results.append(to_json(net))
+            continue
+        sys.stdout.write(render_table(net, args.depth, color=_color(args)))
+        for w in net.warnings:
+            print(w.render(), file=sys.stderr)
+        if len(args.files) > 1:
+            print()
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    return status
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from .errors import Source
+    from .fmt import format_module
+    from .parse import parse
+
+    status = 0
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            out = format_module(parse(text, path))
+        except CnnError as e:
+            print(e.with_source(Source("", path)).render(), file=sys.stderr)
+            status = EXIT_USER
+            continue
+        except OSError as e:
+            print(f"{path}: error: cannot read: {e.strerror}", file=sys.stderr)
+            status = EXIT_USER
+            continue
+        sys.stdout.write(out)
+    return status
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnndsl", description="Compile, check and train .cnn networks.")
+    p.add_argument("--version", action="version", version=f"cnndsl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="check shapes and print the layer table")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--depth", type=int, default=None, metavar="N", help="collapse block instances nested deeper than N")
+    c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    c.set_defaults(func=cmd_compile)
+
+    f = sub.add_parser("fmt", help="print a file as canonical .cnn text")
+    f.add_argument("files", nargs="+", metavar="FILE")
+    f.set_defaults(func=cmd_fmt)
+
+    for module in _EXTRA_COMMANDS:
+        __import__(module, fromlist=["register"]).register(sub)
+    return p
+
+
+# Modules that add sub-commands through `register(subparsers)`; imported lazily per run.
+_EXTRA_COMMANDS: tuple[str, ...] = ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CnnError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback
+        if os.environ.get("CNNDSL_DEBUG"):
+            raise
+        print(f"cnndsl: internal error: {type(e).__name__}: {e} (set CNNDSL_DEBUG=1 for the traceback; please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

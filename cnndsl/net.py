@@ -1,0 +1,129 @@
+"""`cnndsl.load(path)` -> `Net`: a checked network and everything you can do with it.
+
+    net = cnndsl.load("examples/lenet5.cnn")   # parse + check; raises cnndsl.CnnError
+    print(net.summary())                         # the `cnndsl compile` table
+    model = net.build(rngs=nnx.Rngs(0))          # a flax.nnx.Module
+    variables, apply = net.functional(key)       # pure pytree + jit-able apply
+
+JAX is imported only by `build`, `functional` and `forward`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import ir
+from .compiler import compile_file, compile_text
+from .shape import Shape
+
+
+class Net:
+    """A compiled, fully shape-annotated network (wraps the IR, `net.ir`)."""
+
+    def __init__(self, network: ir.Network) -> None:
+        self.ir = network
+
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    @property
+    def input(self) -> Shape:
+        return self.ir.input
+
+    @property
+    def output(self) -> Shape:
+        out = self.ir.output
+        assert out is not None
+        return out
+
+    @property
+    def warnings(self) -> tuple:
+        return self.ir.warnings
+
+    def layers(self) -> list[ir.Layer]:
+        """Every layer in execution order (block instances and branches flattened)."""
+        return list(ir.layers(self.ir.body))
+
+    @property
+    def params(self) -> dict[str, int]:
+        """`{"total", "trainable", "non_trainable"}` parameter counts."""
+        from .report import totals
+
+        t = totals(self.ir)
+        return {"total": t.params, "trainable": t.trainable, "non_trainable": t.non_trainable}
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per example (1 MAC = 2 FLOPs)."""
+        from .report import totals
+
+        return totals(self.ir).macs
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def summary(self, depth: int | None = None, *, width: int | None = None) -> str:
+        """The layer table and totals, as `cnndsl compile` prints them."""
+        from .report import render_table
+
+        return render_table(self.ir, depth, width=width)
+
+    def to_json(self) -> dict[str, Any]:
+        from .report import to_json
+
+        return to_json(self.ir)
+
+    def format(self) -> str:
+        """The source as canonical `.cnn` text (parses back to the same network)."""
+        from .fmt import format_module
+
+        return format_module(self.ir.ast)  # type: ignore[arg-type]
+
+    @property
+    def train_settings(self) -> tuple:
+        """The `train { ... }` settings as written (`ast.Setting`s), for `cnndsl train`."""
+        return self.ir.ast.train if self.ir.ast is not None else ()  # type: ignore[attr-defined]
+
+    # -- JAX --------------------------------------------------------------------------
+    def build(self, rngs: Any = None) -> Any:
+        """A `flax.nnx.Module` with every layer constructed eagerly (`rngs`: `nnx.Rngs`)."""
+        from .backends.jax import build
+
+        return build(self.ir, rngs)
+
+    def functional(self, key: Any) -> tuple[dict, Any]:
+        """`(variables, apply)`: `apply(variables, x, *, train=False, key=None, logits=False)`.
+
+        `variables = {"params": ..., "batch_stats": ..., "fixed": ...}` (nested by layer
+        path, collections present only when non-empty). In eval mode `apply` returns the
+        output; with `train=True` it returns `(output, new_batch_stats)`.
+        """
+        from .backends.jax import functional
+
+        return functional(self.ir, key)
+
+    def init(self, key: Any) -> dict:
+        from .backends.jax import init_variables
+
+        return init_variables(self.ir, key)
+
+    def __repr__(self) -> str:
+        return f"<Net {self.name}: {self.input} -> {self.output}, {self.params['total']:,} params>"
+
+
+def loads(text: str, path: str = "<string>") -> Net:
+    """Compile `.cnn` text. Raises `CnnError`."""
+    return Net(compile_text(text, path))
+
+
+def load(path: str | Path) -> Net:
+    """Compile a `.cnn` file. Raises `CnnError`."""
+    return Net(compile_file(path))
+
+
+def dumps_json(net: Net) -> str:
+    return json.dumps(net.to_json(), indent=2)

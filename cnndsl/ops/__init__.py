@@ -1,0 +1,9 @@
+"""The op registry. Importing this package registers every op (no JAX is imported)."""
+
+from __future__ import annotations
+
+from . import activation, conv, dense, norm, pool  # noqa: F401  (registration)
+from .base import REGISTRY, Args, Op, lookup
+from .merge import MERGES
+
+__all__ = ["MERGES", "REGISTRY", "Args", "Op", "lookup"]

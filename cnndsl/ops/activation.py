@@ -1,0 +1,100 @@
+"""Element-wise activations (and `softmax`/`logsoftmax`/`glu` over the depth axis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..shape import Shape
+from .base import FLOAT, ApplyCtx, Args, Op, P, ShapeCtx, register
+
+
+def _simple(name: str, doc: str, fn: str, aliases: tuple[str, ...] = ()) -> type[Op]:
+    """An activation with no arguments whose lowering is `jax.nn.<fn>` (or jnp.<fn>)."""
+
+    def apply(self: Op, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        return getattr(jax.nn, fn, None)(x) if hasattr(jax.nn, fn) else getattr(jnp, fn)(x)
+
+    cls = type(name.title(), (Op,), {"name": name, "aliases": aliases, "doc": doc, "apply": apply})
+    return register(cls)
+
+
+_simple("relu", "max(x, 0)", "relu")
+_simple("relu6", "min(max(x, 0), 6)", "relu6")
+_simple("gelu", "Gaussian error linear unit (tanh approximation, as Flax)", "gelu")
+_simple("silu", "x * sigmoid(x) (swish)", "silu")
+_simple("sigmoid", "1 / (1 + exp(-x))", "sigmoid")
+_simple("tanh", "hyperbolic tangent", "tanh")
+_simple("softmax", "softmax over the depth axis", "softmax")
+_simple("logsoftmax", "log-softmax over the depth axis", "log_softmax")
+
+
+@register
+class Identity(Op):
+    name = "identity"
+    doc = "passes its input through (a branch that keeps x)"
+
+    def apply(self, a, p, x, ctx):
+        return x
+
+
+@register
+class LeakyRelu(Op):
+    name = "leakyrelu"
+    doc = "x if x > 0 else a*x (a = 0.01)"
+    example = "leakyrelu 0.1"
+    params = (P("slope", FLOAT, 0.01, positional=True),)
+
+    def apply(self, a, p, x, ctx):
+        import jax
+
+        return jax.nn.leaky_relu(x, a.slope)
+
+
+@register
+class Elu(Op):
+    name = "elu"
+    doc = "x if x > 0 else a*(exp(x) - 1) (a = 1)"
+    params = (P("alpha", FLOAT, 1.0, positional=True),)
+
+    def apply(self, a, p, x, ctx):
+        import jax
+
+        return jax.nn.elu(x, a.alpha)
+
+
+@register
+class PRelu(Op):
+    name = "prelu"
+    doc = "leaky ReLU with one learned slope (initial 0.01, as Flax `PReLU`)"
+
+    def count(self, a, x, y):
+        return 1, 0
+
+    def init(self, a, x, y, key):
+        import jax.numpy as jnp
+
+        return {"slope": ("params", jnp.asarray(0.01, jnp.float32))}
+
+    def apply(self, a, p, x, ctx):
+        import jax.numpy as jnp
+
+        return jnp.where(x >= 0, x, p["slope"] * x)
+
+
+@register
+class Glu(Op):
+    name = "glu"
+    doc = "gated linear unit: splits the depth in halves a, b -> a * sigmoid(b)"
+
+    def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
+        if x.depth % 2:
+            raise ctx.error(f"`glu` halves the depth, but {x} has an odd depth", "give the layer before it an even depth")
+        return x.with_depth(x.depth // 2)
+
+    def apply(self, a, p, x, ctx):
+        import jax
+
+        return jax.nn.glu(x, axis=-1)

@@ -1,0 +1,521 @@
+"""The op registry: every layer type is one `Op` subclass, defined once.
+
+An op declares its arguments (`params`), and implements its shape rule (`infer`), parameter
+count (`count`), multiply-accumulates (`macs`), receptive-field effect (`window`) and its
+JAX lowering (`init`, `apply`). The grammar knows none of this: a layer is a name with
+positional arguments and options, bound here against the op's declaration.
+
+Conventions: a MAC is one multiply-add and counts as 2 FLOPs; activations, pooling,
+normalisation and merges count 0 MACs. Spatial tuples are in written order (width first).
+JAX is imported only inside `init`/`apply`, never at import time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, ClassVar
+
+from .. import ast
+from ..errors import ArgumentError, CnnNameError, ShapeError, Span, did_you_mean
+from ..shape import Shape, fmt_size
+
+
+# --- bound arguments -----------------------------------------------------------------------
+class Args:
+    """Immutable, hashable bound arguments of one layer: `a.stride`, `a["stride"]`."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: dict[str, Any] | tuple[tuple[str, Any], ...] = ()) -> None:
+        pairs = tuple(sorted(dict(items).items()))
+        object.__setattr__(self, "_items", pairs)
+
+    def __getattr__(self, key: str) -> Any:
+        for k, v in object.__getattribute__(self, "_items"):
+            if k == key:
+                return v
+        raise AttributeError(key)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.__getattr__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self._items).get(key, default)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return iter(self._items)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Args are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Args) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return "Args(" + ", ".join(f"{k}={v!r}" for k, v in self._items) + ")"
+
+
+# --- argument kinds: AST value -> Python value ---------------------------------------------
+Env = dict[str, Fraction]
+
+
+def evaluate(e: ast.Expr, env: Env) -> Fraction:
+    """Evaluate an integer/fraction expression exactly (`c*4`, `1/255`)."""
+    match e:
+        case ast.Num(value=v):
+            return v
+        case ast.Var(name=n):
+            if n not in env:
+                raise CnnNameError(
+                    f"unknown name `{n}`",
+                    e.span,
+                    hints=did_you_mean(n, env) or ["names in expressions are block parameters"],
+                )
+            return env[n]
+        case ast.Neg(operand=o):
+            return -evaluate(o, env)
+        case ast.BinOp(op=op, left=lhs, right=rhs):
+            a, b = evaluate(lhs, env), evaluate(rhs, env)
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            if b == 0:
+                raise ArgumentError("division by zero", e.span)
+            return a / b
+    raise ArgumentError("expected a number", getattr(e, "span", None))
+
+
+def as_int(v: Fraction, span: Span | None, what: str, expr: ast.Expr | None = None) -> int:
+    if v.denominator != 1:
+        shown = f" ({expr_text(expr)} = {v})" if expr is not None and not isinstance(expr, ast.Num) else ""
+        raise ArgumentError(
+            f"{what} must be a whole number, got {float(v):g}{shown}",
+            span,
+            hints=["a division in a block must divide exactly"] if "/" in shown else [],
+        )
+    return int(v)
+
+
+def expr_text(e: ast.Expr | None) -> str:
+    match e:
+        case ast.Num(value=v, text=t):
+            return t or str(v)
+        case ast.Var(name=n):
+            return n
+        case ast.Neg(operand=o):
+            return f"-{expr_text(o)}"
+        case ast.BinOp(op=op, left=a, right=b):
+            return f"{expr_text(a)}{op}{expr_text(b)}"
+    return "?"
+
+
+def fmt_num(v: Fraction | float | int) -> str:
+    if isinstance(v, Fraction) and v.denominator == 1:
+        return str(v.numerator)
+    if isinstance(v, Fraction):
+        return f"{float(v):g}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one argument is written and converted. `convert(value, env, span) -> python`."""
+
+    name: str  # shown in messages: "a number", "a size like 3x3"
+    convert: Callable[[ast.Value, Env, Span], Any]
+    fmt: Callable[[Any], str] = str
+
+
+def _int_kind(lo: int = 1) -> Kind:
+    def conv(v: ast.Value, env: Env, span: Span) -> int:
+        if not isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+            raise ArgumentError("expected a whole number", span)
+        n = as_int(evaluate(v, env), span, "this value", v)
+        if n < lo:
+            raise ArgumentError(f"expected a whole number >= {lo}, got {n}", span)
+        return n
+
+    return Kind(f"a whole number >= {lo}", conv)
+
+
+def _float_kind(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Kind:
+    def conv(v: ast.Value, env: Env, span: Span) -> float:
+        if not isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+            raise ArgumentError("expected a number", span)
+        x = float(evaluate(v, env))
+        if lo is not None and x < lo or hi is not None and (x >= hi if hi_open else x > hi):
+            rng = f"[{lo:g}, {hi:g}{')' if hi_open else ']'}" if hi is not None else f">= {lo:g}"
+            raise ArgumentError(f"expected a number in {rng}, got {x:g}", span)
+        return x
+
+    return Kind("a number", conv, fmt=lambda x: f"{x:g}")
+
+
+def _size_kind(lo: int = 1) -> Kind:
+    """A number or `AxB`; kept as written (1 or n values), broadcast by `per_axis`."""
+
+    def conv(v: ast.Value, env: Env, span: Span) -> tuple[int, ...]:
+        if isinstance(v, ast.Size):
+            dims = v.dims
+        elif isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+            dims = (as_int(evaluate(v, env), span, "a size", v),)
+        else:
+            raise ArgumentError("expected a size like `3` or `3x3`", span)
+        if any(d < lo for d in dims):
+            raise ArgumentError(f"sizes must be >= {lo}, got {fmt_size(dims)}", span)
+        return tuple(dims)
+
+    return Kind("a size like 3 or 3x3", conv, fmt=fmt_size)
+
+
+def _depth_kernel_conv(v: ast.Value, env: Env, span: Span) -> tuple[int, tuple[int, ...]]:
+    if not isinstance(v, ast.DepthDims):
+        raise ArgumentError(
+            "expected filters and kernel like `16@3x3`",
+            span,
+            hints=["write the number of filters, `@`, then the kernel size: `conv 16@3x3`"],
+        )
+    f = as_int(evaluate(v.depth, env), span, "the filter count", v.depth)
+    dims = tuple(as_int(evaluate(d, env), span, "a kernel size", d) for d in v.dims)
+    if f < 1:
+        raise ArgumentError(f"the filter count must be >= 1, got {f}", span)
+    if any(d < 1 for d in dims):
+        raise ArgumentError(f"kernel sizes must be >= 1, got {fmt_size(dims)}", span)
+    return f, dims
+
+
+def _floats_conv(v: ast.Value, env: Env, span: Span) -> tuple[float, ...]:
+    if isinstance(v, ast.Tuple):
+        return tuple(float(evaluate(i, env)) for i in v.items)
+    if isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+        return (float(evaluate(v, env)),)
+    raise ArgumentError("expected a number or a list like `(0.5, 0.5, 0.5)`", span)
+
+
+def _bool_conv(v: ast.Value, env: Env, span: Span) -> bool:
+    if isinstance(v, ast.Var) and v.name in ("true", "false"):
+        return v.name == "true"
+    raise ArgumentError("expected `true` or `false`", span)
+
+
+INT = _int_kind(1)
+INT0 = _int_kind(0)
+SIZE = _size_kind(1)
+SIZE0 = _size_kind(0)
+FLOAT = _float_kind()
+POSFLOAT = _float_kind(lo=0.0)
+PROB = _float_kind(0.0, 1.0, hi_open=True)
+DEPTH_KERNEL = Kind("filters and kernel like 16@3x3", _depth_kernel_conv, fmt=lambda v: f"{v[0]}@{fmt_size(v[1])}")
+FLOATS = Kind("a number or a list like (0.5, 0.5)", _floats_conv, fmt=lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")")
+BOOL = Kind("true or false", _bool_conv, fmt=lambda b: "true" if b else "false")
+
+
+def choice(*words: str) -> Kind:
+    def conv(v: ast.Value, env: Env, span: Span) -> str:
+        if isinstance(v, ast.Var) and v.name in words:
+            return v.name
+        got = v.name if isinstance(v, ast.Var) else "this"
+        raise ArgumentError(
+            f"expected one of {', '.join(f'`{w}`' for w in words)}, got `{got}`",
+            span,
+            hints=did_you_mean(got, words),
+        )
+
+    return Kind("one of " + ", ".join(words), conv)
+
+
+@dataclass(frozen=True)
+class P:
+    """One argument of an op.
+
+    `positional`: may be written without its name, in declaration order. `short`: a prefix
+    for the short form (`s2` = `stride=2`). `flags`: bare words that set it (`nobias` sets
+    `bias=False`). `default`: `REQUIRED` if it must be given.
+    """
+
+    name: str
+    kind: Kind
+    default: Any = None
+    positional: bool = False
+    short: str | None = None
+    flags: tuple[tuple[str, Any], ...] = ()
+    doc: str = ""
+
+
+REQUIRED = object()
+
+
+# --- receptive-field effect ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Window:
+    """How a layer maps its input grid to its output grid, per spatial axis (written order).
+
+    An output position sees `kernel` input positions spaced 1 apart, windows are `stride`
+    apart and start `pad` positions before the input (strides below 1 upsample).
+    """
+
+    kernel: tuple[int, ...]
+    stride: tuple[Fraction, ...]
+    pad: tuple[Fraction, ...]
+
+
+IDENTITY = "identity"  # the layer keeps the grid
+COLLAPSE = "collapse"  # the layer has no grid after it (flatten, dense, global pooling)
+
+
+# --- the context passed to shape rules and lowerings ---------------------------------------
+@dataclass
+class ShapeCtx:
+    """Describes where a shape error happens: the layer's span and who made its input."""
+
+    span: Span | None
+    text: str
+    producer: str  # "`maxpool 2` at 2:15" or "the `input` line at 2:1"
+    x: Shape
+
+    def error(self, message: str, *hints: str, notes: tuple[str, ...] = ()) -> ShapeError:
+        return ShapeError(
+            message,
+            self.span,
+            notes=[*notes, f"the input comes from {self.producer}, which outputs {self.x}"],
+            hints=list(hints),
+        )
+
+
+@dataclass
+class ApplyCtx:
+    """What a lowering may use at trace time: the mode, RNG keys, the IR's shapes for this
+    layer (`x`, `y`, so lowerings never recompute a shape), and state updates it makes."""
+
+    train: bool
+    key: Any = None  # a jax PRNG key or None
+    x: Shape | None = None  # the layer's input and output shapes, from the IR
+    y: Shape | None = None
+    dropout: bool = True  # False: dropout is off even in training mode (NNX `deterministic`)
+    lowering: dict[str, str] = field(default_factory=dict)
+    updates: dict[str, Any] = field(default_factory=dict)
+
+
+# --- the op base class and the registry ----------------------------------------------------
+class Op:
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    params: ClassVar[tuple[P, ...]] = ()
+    doc: ClassVar[str] = ""
+    example: ClassVar[str] = ""  # a usage like `conv 16@3x3 s1 p1`
+
+    # shape rule: raise ctx.error(...) for an impossible input
+    def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
+        return x
+
+    # (trainable, non-trainable) parameter counts
+    def count(self, a: Args, x: Shape, y: Shape) -> tuple[int, int]:
+        return 0, 0
+
+    def macs(self, a: Args, x: Shape, y: Shape) -> int:
+        return 0
+
+    def window(self, a: Args, x: Shape, y: Shape) -> Window | str:
+        return IDENTITY
+
+    # lowering: {name: (collection, array)} with collection in params/batch_stats/fixed
+    def init(self, a: Args, x: Shape, y: Shape, key: Any) -> dict[str, tuple[str, Any]]:
+        return {}
+
+    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
+        raise NotImplementedError(self.name)
+
+    # text shown in reports for bound args
+    def describe(self, a: Args) -> str:
+        parts = [self.name]
+        for prm in self.params:
+            v = a.get(prm.name)
+            if v is None or v == prm.default:
+                continue
+            flag = next((w for w, fv in prm.flags if fv == v), None)
+            if flag:
+                parts.append(flag)
+            elif prm.positional:
+                parts.append(prm.kind.fmt(v))
+            elif prm.short:
+                parts.append(prm.short + prm.kind.fmt(v))
+            else:
+                parts.append(f"{prm.name}={prm.kind.fmt(v)}")
+        return " ".join(parts)
+
+
+REGISTRY: dict[str, Op] = {}
+
+# Names from other frameworks -> ours, offered as hints (never accepted silently).
+FOREIGN_NAMES = {
+    "conv2d": "conv", "conv1d": "conv", "convolution": "conv", "linear": "dense",
+    "fullyconnected": "dense", "innerproduct": "dense", "maxpool2d": "maxpool",
+    "maxpooling": "maxpool", "avgpool2d": "avgpool", "averagepool": "avgpool",
+    "batchnorm2d": "bn", "batchnormalization": "bn", "convtranspose": "deconv",
+    "conv2dtranspose": "deconv", "convtranspose2d": "deconv", "depthwiseconv": "dwconv",
+    "globalaveragepooling": "gap", "globalavgpool": "gap", "adaptiveavgpool2d": "adaptiveavgpool",
+    "reshape": "flatten", "swish": "silu", "leaky_relu": "leakyrelu", "logistic": "sigmoid",
+    "lrn": "bn", "upsampling": "upsample", "zeropad": "pad", "zeropadding": "pad",
+}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    op = cls()
+    for n in (cls.name, *cls.aliases):
+        assert n not in REGISTRY, f"op {n} defined twice"
+        REGISTRY[n] = op
+    return cls
+
+
+def lookup(name: str, span: Span | None, extra_hints: list[str] | None = None) -> Op:
+    op = REGISTRY.get(name)
+    if op is not None:
+        return op
+    hints = list(extra_hints or [])
+    key = name.lower().replace("_", "")
+    if key in FOREIGN_NAMES:
+        hints.insert(0, f"in cnndsl `{name}` is written `{FOREIGN_NAMES[key]}`")
+    elif name.lower() in REGISTRY:
+        hints.insert(0, f"names are lower case: `{name.lower()}`")
+    else:
+        hints = did_you_mean(name, REGISTRY) + hints
+    raise CnnNameError(f"unknown layer `{name}`", span, hints=hints)
+
+
+_SHORT = re.compile(r"^([a-z]+?)([0-9]+(?:x[0-9]+)*)$")
+
+
+def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
+    """Bind a written layer's arguments to `op.params`, evaluating expressions in `env`."""
+    values: dict[str, Any] = {}
+    where: dict[str, Span] = {}
+    by_name = {p.name: p for p in op.params}
+    shorts = {p.short: p for p in op.params if p.short}
+    flags = {w: (p, v) for p in op.params for w, v in p.flags}
+    positional = [p for p in op.params if p.positional]
+    next_pos = 0
+
+    def put(prm: P, value: Any, span: Span) -> None:
+        if prm.name in values:
+            raise ArgumentError(
+                f"`{prm.name}` is given twice to `{op.name}`",
+                span,
+                notes=[f"it was first given at {where[prm.name]}"],
+            )
+        values[prm.name] = value
+        where[prm.name] = span
+
+    for arg in layer.args:
+        v = arg.value
+        if arg.key is not None:
+            prm = by_name.get(arg.key) or (shorts.get(arg.key))
+            if prm is None:
+                raise CnnNameError(
+                    f"`{op.name}` has no option `{arg.key}`",
+                    arg.span,
+                    hints=did_you_mean(arg.key, by_name) or [_accepts(op)],
+                )
+            put(prm, prm.kind.convert(v, env, arg.span), arg.span)
+            continue
+        if isinstance(v, ast.Var) and v.name not in env:
+            word = v.name
+            if word in flags:
+                prm, fv = flags[word]
+                put(prm, fv, arg.span)
+                continue
+            m = _SHORT.match(word)
+            if m and m.group(1) in shorts:
+                prm = shorts[m.group(1)]
+                digits = m.group(2)
+                value: ast.Value = (
+                    ast.Size(dims=tuple(int(d) for d in digits.split("x")))
+                    if "x" in digits
+                    else ast.Num(value=Fraction(int(digits)), text=digits)
+                )
+                put(prm, prm.kind.convert(value, env, arg.span), arg.span)
+                continue
+            if next_pos < len(positional) and positional[next_pos].kind.name.startswith("one of"):
+                prm = positional[next_pos]
+                next_pos += 1
+                put(prm, prm.kind.convert(v, env, arg.span), arg.span)
+                continue
+            hints = did_you_mean(word, [*flags, *(f"{s}N" for s in shorts), *by_name])
+            if word in REGISTRY or word in FOREIGN_NAMES:
+                hints = [f"is an `->` missing before `{word}`?"]
+            elif arg.span.line != layer.span.line:
+                hints.append("is an `->` missing between two layers?")
+            raise CnnNameError(
+                f"`{op.name}` does not understand `{word}`",
+                arg.span,
+                hints=hints + [_accepts(op)],
+            )
+        while next_pos < len(positional) and positional[next_pos].name in values:
+            next_pos += 1
+        if next_pos >= len(positional):
+            n = len(positional)
+            raise ArgumentError(
+                f"`{op.name}` takes {n} positional argument{'s' if n != 1 else ''}, got more",
+                arg.span,
+                hints=[f"usage: `{op.example or op.name}`"],
+            )
+        prm = positional[next_pos]
+        next_pos += 1
+        put(prm, prm.kind.convert(v, env, arg.span), arg.span)
+
+    for prm in op.params:
+        if prm.name not in values:
+            if prm.default is REQUIRED:
+                raise ArgumentError(
+                    f"`{op.name}` needs {prm.doc or prm.kind.name}",
+                    layer.span,
+                    hints=[f"usage: `{op.example or op.name}`"],
+                )
+            values[prm.name] = prm.default
+    return Args(values)
+
+
+def _accepts(op: Op) -> str:
+    if not op.params:
+        return f"`{op.name}` takes no arguments"
+    return f"usage: `{op.example or op.name}`"
+
+
+# --- helpers shared by shape rules ---------------------------------------------------------
+def bcast(v: tuple[int, ...], rank: int) -> tuple[int, ...]:
+    """A written size broadcast to `rank` axes (already checked by `per_axis`)."""
+    return v * rank if len(v) == 1 else v
+
+
+def per_axis(v: tuple[int, ...], x: Shape, what: str, ctx: ShapeCtx) -> tuple[int, ...]:
+    """Broadcast a written size (`3` or `3x5`) to the input's spatial rank, or explain."""
+    if len(v) == 1:
+        return v * x.rank
+    if len(v) != x.rank:
+        raise ctx.error(
+            f"{what} {fmt_size(v)} has {len(v)} sizes but the input {x} has {x.rank} spatial "
+            f"ax{'is' if x.rank == 1 else 'es'}",
+            f"write one number per spatial axis, or a single number for all of them",
+        )
+    return tuple(v)
+
+
+def needs_spatial(x: Shape, ctx: ShapeCtx, op: str) -> None:
+    if x.is_flat:
+        raise ctx.error(
+            f"`{op}` needs an input with spatial axes, but gets the flat vector {x}",
+            "spatial layers go before `flatten`, `dense` and global pooling",
+        )
+
+
+def prod(xs: tuple[int, ...]) -> int:
+    return math.prod(xs)

@@ -1,0 +1,86 @@
+"""Flat-vector layers: `flatten`, `dense` (alias `fc`), `dropout`.
+
+`flatten` reads the array in its (H, W, D) channels-last order, so `D@WxH` becomes a vector
+of `D*W*H` with depth varying fastest (PyTorch's flatten of NCHW varies width fastest: weights
+moved between the two need a permutation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ArgumentError
+from ..shape import Shape
+from .base import COLLAPSE, INT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, register
+from .conv import BIAS, _bias_init, lecun_kernel
+
+
+@register
+class Flatten(Op):
+    name = "flatten"
+    doc = "D@WxH -> D*W*H (channels-last order)"
+
+    def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
+        return Shape(x.size)
+
+    def window(self, a, x, y):
+        return COLLAPSE
+
+    def apply(self, a, p, x, ctx):
+        return x.reshape(x.shape[0], -1)
+
+
+@register
+class Dense(Op):
+    name = "dense"
+    aliases = ("fc",)
+    doc = "fully connected layer with N outputs"
+    example = "dense 120"
+    params = (P("units", INT, REQUIRED, positional=True, doc="a number of outputs, like `dense 120`"), BIAS)
+
+    def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
+        if not x.is_flat:
+            raise ctx.error(
+                f"`dense` needs a flat vector, but gets {x}",
+                f"add `flatten` before `dense` (giving {x.size}), or `gap` to average each channel (giving {x.depth})",
+            )
+        return Shape(a.units)
+
+    def count(self, a, x, y):
+        return x.depth * a.units + (a.units if a.bias else 0), 0
+
+    def macs(self, a, x, y):
+        return x.depth * a.units
+
+    def window(self, a, x, y):
+        return COLLAPSE
+
+    def init(self, a, x, y, key):
+        out = {"kernel": ("params", lecun_kernel(key, (x.depth, a.units)))}
+        if a.bias:
+            out["bias"] = _bias_init(a.units)
+        return out
+
+    def apply(self, a, p, x, ctx):
+        y = x @ p["kernel"]
+        return y + p["bias"] if "bias" in p else y
+
+
+@register
+class Dropout(Op):
+    name = "dropout"
+    doc = "zero a fraction P of the inputs while training (scaled by 1/(1-P)); identity in eval"
+    example = "dropout 0.5"
+    params = (P("rate", PROB, REQUIRED, positional=True, doc="a drop probability in [0, 1), like `dropout 0.5`"),)
+
+    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
+        if not (ctx.train and ctx.dropout) or a.rate == 0.0:
+            return x
+        import jax
+        import jax.numpy as jnp
+
+        key = ctx.key
+        if key is None:
+            raise ArgumentError("dropout in training mode needs a random key: pass key=... (or rngs)")
+        keep = jax.random.bernoulli(key, 1.0 - a.rate, x.shape)
+        return jnp.where(keep, x / (1.0 - a.rate), 0.0)

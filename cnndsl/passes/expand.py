@@ -1,0 +1,277 @@
+"""AST -> IR: evaluate expressions, bind layer arguments, inline blocks, name every layer.
+
+Naming (the keys of variables and checkpoints):
+- a layer is `as NAME` or its op and a counter within its scope: `conv1`, `conv2`, `bn1`;
+- a block call opens a scope `as NAME` or `<block><k>` (`basic1`, `basic2`);
+- `repeat N { body }` is the body written N times (no scope of its own);
+- `concat {...}`/`add {...}` are named like layers (`concat1`) and each branch is a scope
+  below it (`concat1.branch2.conv1`); a `residual`'s body stays in the current scope and its
+  `project` chain is the scope `project` (`project2`, ... when there are several).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from .. import ast, ir
+from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, ShapeError, did_you_mean
+from ..ops.base import REGISTRY, Env, as_int, bind, evaluate, fmt_num, lookup
+from ..shape import Shape
+
+
+@dataclass
+class _Scope:
+    path: tuple[str, ...]
+    counts: Counter = field(default_factory=Counter)
+    used: dict[str, object] = field(default_factory=dict)  # name -> span
+    saves: dict[str, str] = field(default_factory=dict)  # label -> unique key
+
+    def name(self, base: str, alias: str | None, span: object) -> tuple[str, ...]:
+        if alias is not None:
+            if alias in self.used:
+                raise CnnNameError(
+                    f"the name `{alias}` is already used in this scope",
+                    span,  # type: ignore[arg-type]
+                    notes=[f"it was first used at {self.used[alias]}"],
+                    hints=["names must be unique within a block or the network"],
+                )
+            self.used[alias] = span
+            return (*self.path, alias)
+        while True:
+            self.counts[base] += 1
+            n = f"{base}{self.counts[base]}"
+            if n not in self.used:
+                self.used[n] = span
+                return (*self.path, n)
+
+
+class _Expander:
+    def __init__(self, module: ast.Module) -> None:
+        self.blocks: dict[str, ast.BlockDef] = {}
+        for b in module.blocks:
+            if b.name in self.blocks:
+                raise CnnNameError(
+                    f"block `{b.name}` is defined twice",
+                    b.span,
+                    notes=[f"the first definition is at {self.blocks[b.name].span}"],
+                )
+            if b.name in REGISTRY:
+                raise CnnNameError(f"block `{b.name}` has the name of a layer", b.span, hints=["choose another name"])
+            names = [p.name for p in b.params]
+            dup = next((n for n in names if names.count(n) > 1), None)
+            if dup:
+                raise ArgumentError(f"block `{b.name}` has two parameters named `{dup}`", b.span)
+            self.blocks[b.name] = b
+        self.stack: list[str] = []
+        self.sites: tuple[ir.Site, ...] = ()
+        self.scopes: list[_Scope] = []
+
+    # -- chains ------------------------------------------------------------------------
+    def chain(self, c: ast.Chain, env: Env, scope: _Scope) -> ir.Chain:
+        items: list[ir.Node] = []
+        for item in c.items:
+            items.extend(self.item(item, env, scope))
+        return ir.Chain(items=tuple(items))
+
+    def item(self, it: ast.Item, env: Env, scope: _Scope) -> list[ir.Node]:
+        match it:
+            case ast.Layer():
+                return [self.layer(it, env, scope)]
+            case ast.Call():
+                return [self.call(it, env, scope)]
+            case ast.Repeat():
+                n = as_int(evaluate(it.count, env), it.count.span, "the repeat count", it.count)
+                if n < 0:
+                    raise ArgumentError(f"repeat count must be >= 0, got {n}", it.count.span)
+                out: list[ir.Node] = []
+                for _ in range(n):
+                    out.extend(self.chain(it.body, env, scope).items)
+                return out
+            case ast.Residual():
+                path = scope.name("add", it.alias, it.span)
+                body = self.chain(it.body, env, scope)
+                if not body.items:
+                    raise CnnSyntaxError("a `residual` body is empty", it.span)
+                proj = ir.Chain()
+                if it.project is not None:
+                    k = sum(1 for n in scope.used if n == "project" or n.startswith("project"))
+                    pname = "project" if k == 0 else f"project{k + 1}"
+                    scope.used[pname] = it.span
+                    proj = self.chain(it.project, env, _Scope((*scope.path, pname)))
+                return [ir.Merge(kind="add", branches=(body, proj), path=path, residual=True, span=it.span, sites=self.sites)]
+            case ast.Branches():
+                path = scope.name(it.kind, it.alias, it.span)
+                if len(it.branches) < 2:
+                    raise CnnSyntaxError(
+                        f"`{it.kind}` needs at least two branches separated by `|`",
+                        it.span,
+                        hints=[f"`{it.kind} {{ identity | ... }}` keeps the input as one branch"],
+                    )
+                branches = tuple(
+                    self.chain(b, env, _Scope((*path, f"branch{i}"), saves=dict(scope.saves)))
+                    for i, b in enumerate(it.branches, 1)
+                )
+                return [ir.Merge(kind=it.kind, branches=branches, path=path, span=it.span, sites=self.sites)]
+            case ast.Save():
+                key = ".".join((*scope.path, it.name))
+                scope.saves[it.name] = key
+                return [ir.Save(key=key, label=it.name, span=it.span)]
+            case ast.MergeRef():
+                key = scope.saves.get(it.ref)
+                if key is None:
+                    raise CnnNameError(
+                        f"`{it.kind} {it.ref}` refers to no saved tensor",
+                        it.span,
+                        hints=did_you_mean(it.ref, scope.saves) or [f"write `save {it.ref}` earlier in the chain, where the tensor to merge is"],
+                    )
+                path = scope.name(it.kind, it.alias, it.span)
+                return [ir.MergeRef(kind=it.kind, ref=key, label=it.ref, path=path, span=it.span, sites=self.sites)]
+        raise AssertionError(it)
+
+    def layer(self, it: ast.Layer, env: Env, scope: _Scope) -> ir.Layer:
+        extra = []
+        if it.op in self.blocks:
+            extra.append(f"`{it.op}` is a block: call it as `{it.op}(...)`, with no space before `(`")
+        op = lookup(it.op, _op_span(it), extra)
+        args = bind(op, it, env)
+        text = " ".join([it.op, *(_arg_text(a, env) for a in it.args)])
+        path = scope.name(op.name, it.alias, it.span)
+        return ir.Layer(op=op.name, args=args, path=path, text=text, span=it.span, sites=self.sites)
+
+    def call(self, it: ast.Call, env: Env, scope: _Scope) -> ir.Group:
+        b = self.blocks.get(it.block)
+        if b is None:
+            hints = did_you_mean(it.block, self.blocks)
+            if it.block in REGISTRY:
+                hints = [f"`{it.block}` is a layer: write its arguments after a space, like `{REGISTRY[it.block].example or it.block}`"]
+            raise CnnNameError(f"unknown block `{it.block}`", it.span, hints=hints or ["define it with `block NAME(params) { ... }`"])
+        if it.block in self.stack:
+            cycle = " -> ".join([*self.stack[self.stack.index(it.block):], it.block])
+            raise CnnNameError(f"block `{it.block}` calls itself ({cycle})", it.span, hints=["blocks cannot be recursive; use `repeat N { ... }`"])
+        inner = self._bind_call(b, it, env)
+        text = f"{it.block}(" + ", ".join(fmt_num(inner[p.name]) for p in b.params) + ")"
+        path = scope.name(it.block, it.alias, it.span)
+        self.stack.append(it.block)
+        saved_sites = self.sites
+        self.sites = (*self.sites, ir.Site(text=text, span=it.span))
+        try:
+            body = self.chain(b.body, inner, _Scope(path))
+        except CnnError as e:
+            e.notes.append(f"in `{text}` called at {it.span}")
+            raise
+        finally:
+            self.stack.pop()
+            self.sites = saved_sites
+        return ir.Group(block=it.block, text=text, path=path, body=body, span=it.span)
+
+    def _bind_call(self, b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
+        names = [p.name for p in b.params]
+        sig = f"{b.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in b.params) + ")"
+        if len(it.args) > len(names):
+            raise ArgumentError(
+                f"`{b.name}` takes {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(it.args)}",
+                it.span,
+                notes=[f"`block {sig}` is defined at {b.span}"],
+            )
+        values: dict[str, Fraction] = {}
+        for p, e in zip(b.params, it.args):
+            values[p.name] = evaluate(e, env)
+        for k, e in it.kwargs:
+            if k not in names:
+                raise CnnNameError(f"`{b.name}` has no parameter `{k}`", it.span, hints=did_you_mean(k, names) or [f"it is defined as `block {sig}`"])
+            if k in values:
+                raise ArgumentError(f"`{k}` is given twice to `{b.name}`", it.span)
+            values[k] = evaluate(e, env)
+        inner: Env = {}
+        for p in b.params:
+            if p.name in values:
+                inner[p.name] = values[p.name]
+            elif p.default is not None:
+                inner[p.name] = evaluate(p.default, inner)
+            else:
+                raise ArgumentError(
+                    f"`{b.name}` needs a value for `{p.name}`",
+                    it.span,
+                    notes=[f"`block {sig}` is defined at {b.span}"],
+                )
+        return inner
+
+
+def _op_span(it: ast.Layer):
+    s = it.span
+    return type(s)(s.line, s.column, s.line, s.column + len(it.op))
+
+
+def _has_var(v: object, env: Env) -> bool:
+    match v:
+        case ast.Var(name=n):
+            return n in env
+        case ast.BinOp(left=a, right=b):
+            return _has_var(a, env) or _has_var(b, env)
+        case ast.Neg(operand=o):
+            return _has_var(o, env)
+        case ast.DepthDims(depth=d, dims=ds):
+            return _has_var(d, env) or any(_has_var(x, env) for x in ds)
+        case ast.Tuple(items=xs):
+            return any(_has_var(x, env) for x in xs)
+    return False
+
+
+def _value_text(v: object, env: Env) -> str:
+    match v:
+        case ast.DepthDims(depth=d, dims=ds):
+            return f"{fmt_num(evaluate(d, env))}@" + "x".join(fmt_num(evaluate(x, env)) for x in ds)
+        case ast.Tuple(items=xs):
+            return "(" + ", ".join(fmt_num(evaluate(x, env)) for x in xs) + ")"
+    return fmt_num(evaluate(v, env))  # type: ignore[arg-type]
+
+
+def _arg_text(a: ast.Arg, env: Env) -> str:
+    """The argument as written, with block parameters replaced by their values."""
+    if not _has_var(a.value, env):
+        return a.text
+    return (f"{a.key}=" if a.key else "") + _value_text(a.value, env)
+
+
+def input_shape(spec: ast.ShapeSpec) -> Shape:
+    d = as_int(evaluate(spec.depth, {}), spec.span, "the input depth", spec.depth)
+    dims = tuple(as_int(evaluate(x, {}), spec.span, "an input size", x) for x in spec.dims)
+    if d < 1 or any(x < 1 for x in dims):
+        raise ShapeError(f"input sizes must be >= 1, got {Shape(d, dims)}", spec.span)
+    if len(dims) > 3:
+        raise ShapeError(f"inputs have at most 3 spatial axes, got {len(dims)}", spec.span)
+    return Shape(d, dims)
+
+
+def expand(module: ast.Module, source) -> ir.Network:
+    """Build the IR of a parsed file (no shapes yet)."""
+    if module.input is None:
+        raise CnnSyntaxError(
+            "the file has no `input` line",
+            None,
+            hints=["start the network with its input shape, like `input 1@28x28` (depth@width x height)"],
+        )
+    if module.chain is None:
+        raise CnnSyntaxError(
+            "the file has no layers",
+            module.input.span,
+            hints=["write the layers after the `input` line, joined by `->`"],
+        )
+    x = input_shape(module.input)
+    body = _Expander(module).chain(module.chain, {}, _Scope(()))
+    return ir.Network(
+        name=module.name or _stem(source.path),
+        input=x,
+        body=body,
+        source=source,
+        input_span=module.input.span,
+        ast=module,
+    )
+
+
+def _stem(path: str) -> str:
+    from pathlib import PurePath
+
+    return PurePath(path).stem if path and not path.startswith("<") else "network"

@@ -1,0 +1,54 @@
+"""Fill every node's output shape (and each layer's input shape) from the `input` line.
+
+Each layer's rule is its op's `infer`; merges use `ops.merge`. A failure raises the op's
+`ShapeError`, which names the layer that produced the input and carries `err.partial`, the
+network annotated up to the failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .. import ir
+from ..errors import CnnError
+from ..ops import MERGES, REGISTRY
+from ..ops.base import ShapeCtx
+from ..shape import Shape
+from .dataflow import Walker
+
+Value = tuple[Shape, str]  # a shape and who produced it, for messages
+
+
+class _Infer(Walker[Value]):
+    def layer(self, n: ir.Layer, x: Value) -> tuple[ir.Layer, Value]:
+        shape, producer = x
+        ctx = ShapeCtx(span=n.span, text=n.text, producer=producer, x=shape)
+        try:
+            y = REGISTRY[n.op].infer(n.args, shape, ctx)
+        except CnnError as e:
+            e.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)]
+            raise
+        return dataclasses.replace(n, x=shape, y=y), (y, _who(n))
+
+    def merge(self, n, xs, labels):
+        y = MERGES[n.kind].infer([s for s, _ in xs], labels, n.span)
+        return dataclasses.replace(n, y=y), (y, f"`{n.kind}` at {n.span}")
+
+    def save(self, n, x):
+        return dataclasses.replace(n, y=x[0])
+
+    def group(self, n, x):
+        return dataclasses.replace(n, y=x[0])
+
+
+def _who(n: ir.Layer) -> str:
+    return f"`{n.text}` at {n.span}"
+
+
+def infer_shapes(net: ir.Network) -> ir.Network:
+    try:
+        body, _ = _Infer().run(net.body, (net.input, f"the `input` line at {net.input_span}"))
+    except CnnError as e:
+        e.partial = dataclasses.replace(net, body=e.partial)  # type: ignore[attr-defined]
+        raise
+    return dataclasses.replace(net, body=body)

@@ -1,0 +1,217 @@
+"""What `cnndsl compile` shows: the layer table, totals, and the same as JSON.
+
+Rows come from the annotated IR (`ir.walk`): every layer, merge and saved name is a row,
+block instances are header rows with their totals (collapsed below `depth`). Nothing here
+computes a shape or a cost; it only reads the IR. Rendering uses rich.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from . import ir
+from .shape import fmt_size
+
+FLOAT_BYTES = 4
+
+
+@dataclass
+class Row:
+    index: int | None  # None for block headers
+    depth: int
+    kind: str  # layer | merge | save | block
+    text: str
+    name: str
+    line: int
+    column: int
+    output: str
+    params: int
+    fixed: int
+    macs: int
+    rf: ir.RF | None
+    activations: int  # elements of the output (0 for headers and saves)
+    op: str
+
+
+def _group_totals(g: ir.Group) -> tuple[int, int, int]:
+    p = f = m = 0
+    for n in ir.layers(g.body):
+        p, f, m = p + n.params, f + n.fixed, m + n.macs
+    return p, f, m
+
+
+def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
+    out: list[Row] = []
+    index = 0
+    for d, n in ir.walk(net.body):
+        if depth is not None and d > depth:
+            continue
+        y = getattr(n, "y", None)
+        shown = str(y) if y is not None else "?"
+        sp = n.span
+        if isinstance(n, ir.Group):
+            p, f, m = _group_totals(n)
+            collapsed = depth is not None and d == depth
+            if collapsed:
+                index += 1
+            out.append(Row(index if collapsed else None, d, "block", n.text, n.name, sp.line, sp.column, shown, p, f, m, None, 0, n.block))
+            continue
+        index += 1
+        if isinstance(n, ir.Layer):
+            out.append(Row(index, d, "layer", n.text, n.name, sp.line, sp.column, shown, n.params, n.fixed, n.macs, n.rf, y.size if y else 0, n.op))
+        elif isinstance(n, ir.Merge):
+            text = ("residual add" if n.residual else n.kind) + " ← " + ", ".join(
+                str(ir.chain_output(b, None) or "input") for b in n.branches
+            )
+            out.append(Row(index, d, "merge", text, n.name, sp.line, sp.column, shown, 0, 0, 0, n.rf, y.size if y else 0, n.kind))
+        elif isinstance(n, ir.MergeRef):
+            out.append(Row(index, d, "merge", f"{n.kind} {n.label}", n.name, sp.line, sp.column, shown, 0, 0, 0, n.rf, y.size if y else 0, n.kind))
+        elif isinstance(n, ir.Save):
+            out.append(Row(index, d, "save", f"save {n.label}", n.key, sp.line, sp.column, shown, 0, 0, 0, None, 0, "save"))
+    return out
+
+
+@dataclass
+class Totals:
+    params: int
+    trainable: int
+    non_trainable: int
+    macs: int
+    activations: int  # elements, summed over rows
+    rf: ir.RF | None  # at the last spatial layer
+
+
+def totals(net: ir.Network) -> Totals:
+    """Sums over the whole network; the receptive field of the last spatial tensor."""
+    t = f = m = acts = 0
+    rf = None
+    for _, n in ir.walk(net.body):
+        if isinstance(n, ir.Layer):
+            t, f, m = t + n.params, f + n.fixed, m + n.macs
+        if isinstance(n, (ir.Layer, ir.Merge, ir.MergeRef)) and n.y is not None:
+            acts += n.y.size
+        if getattr(n, "rf", None) is not None:
+            rf = n.rf
+    return Totals(t + f, t, f, m, acts, rf)
+
+
+def fmt_rf(rf: ir.RF | None) -> str:
+    if rf is None:
+        return ""
+
+    def one(v: tuple[Fraction, ...]) -> str:
+        vals = [f"{float(x):g}" for x in v]
+        return vals[0] if len(set(vals)) == 1 else "x".join(vals)
+
+    return f"{one(rf.size)} ({one(rf.jump)})"
+
+
+def _bytes(n: int) -> str:
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n / k:.3g} {unit}" if n / k < 100 else f"{n / k:,.0f} {unit}"
+    return f"{n} B"
+
+
+def _human(n: int) -> str:
+    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= k:
+            return f"{n / k:.3g} {unit}"
+    return str(n)
+
+
+def render_table(net: ir.Network, depth: int | None = None, *, color: bool = False, width: int | None = None, with_totals: bool = True) -> str:
+    """The layer table and totals as text (what `cnndsl compile` prints)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    head = f"{net.name} · input {net.input} · {net.source.path}"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold" if color else "")
+    for col, justify in (("#", "right"), ("layer", "left"), ("name", "left"), ("at", "left"), ("output", "left"),
+                         ("params", "right"), ("MACs", "right"), ("RF (jump)", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for r in rows(net, depth):
+        indent = "  " * r.depth
+        params = f"{r.params + r.fixed:,}" if r.kind in ("layer", "block") else ""
+        macs = f"{r.macs:,}" if r.kind in ("layer", "block") else ""
+        text = indent + r.text
+        style = "bold" if (color and r.kind == "block") else None
+        table.add_row("" if r.index is None else str(r.index), text, r.name, f"{r.line}:{r.column}", r.output,
+                      params, macs, fmt_rf(r.rf), style=style)
+    t = totals(net)
+    rf_line = ""
+    if t.rf is not None:
+        size = "x".join(f"{float(s):g}" for s in t.rf.size) if len(t.rf.size) > 1 else f"{float(t.rf.size[0]):g}"
+        jump = fmt_rf(t.rf).split("(")[1].rstrip(")")
+        rf_line = f"receptive field {size} at the last spatial layer, jump {jump}"
+    lines = [
+        f"params   {t.params:,} (trainable {t.trainable:,}, non-trainable {t.non_trainable:,}) · weights {_bytes(t.params * FLOAT_BYTES)} (float32)",
+        f"compute  {t.macs:,} MACs = {2 * t.macs:,} FLOPs per image ({_human(2 * t.macs)}FLOPs; 1 MAC = 2 FLOPs; activations, normalisation and pooling not counted)",
+        f"memory   activations {_bytes(t.activations * FLOAT_BYTES)} per image forward (sum of layer outputs, float32)",
+    ]
+    if rf_line:
+        lines.append(rf_line)
+    buf = io.StringIO()
+    console = Console(file=buf, width=width or 200, force_terminal=color, color_system="standard" if color else None,
+                      highlight=False, emoji=False)
+    console.print(head, style="bold" if color else None)
+    console.print()
+    console.print(table)
+    if with_totals:
+        console.print()
+    if with_totals:
+        for line in lines:
+            console.print(line)
+    return "\n".join(s.rstrip() for s in buf.getvalue().splitlines()) + "\n"
+
+
+def to_json(net: ir.Network) -> dict[str, Any]:
+    """The report as JSON-able data (`cnndsl compile --json`)."""
+    t = totals(net)
+    out = net.output
+    return {
+        "network": net.name,
+        "file": net.source.path,
+        "input": str(net.input),
+        "output": str(out) if out is not None else None,
+        "params": {"total": t.params, "trainable": t.trainable, "non_trainable": t.non_trainable},
+        "macs": t.macs,
+        "flops": 2 * t.macs,
+        "conventions": "1 MAC = 2 FLOPs; activations, normalisation and pooling count 0; memory in float32",
+        "weight_bytes": t.params * FLOAT_BYTES,
+        "activation_bytes": t.activations * FLOAT_BYTES,
+        "receptive_field": _rf_json(t.rf),
+        "layers": [
+            {
+                "index": r.index,
+                "kind": r.kind,
+                "op": r.op,
+                "name": r.name,
+                "source": r.text,
+                "depth": r.depth,
+                "line": r.line,
+                "column": r.column,
+                "output": r.output,
+                "params": r.params + r.fixed,
+                "trainable": r.params,
+                "non_trainable": r.fixed,
+                "macs": r.macs,
+                "receptive_field": _rf_json(r.rf),
+            }
+            for r in rows(net)
+        ],
+        "warnings": [w.render() for w in net.warnings],
+    }
+
+
+def _rf_json(rf: ir.RF | None) -> dict[str, list[float]] | None:
+    if rf is None:
+        return None
+    return {"size": [float(v) for v in rf.size], "jump": [float(v) for v in rf.jump], "start": [float(v) for v in rf.start]}
+
+
+
