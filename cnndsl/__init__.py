@@ -11,6 +11,7 @@ Importing cnndsl does not import JAX; only building or running a network does.
 
 from __future__ import annotations
 
+from .backends._xla_guard import install as _install_xla_guard
 from .errors import (
     ArgumentError,
     CnnError,
@@ -24,6 +25,8 @@ from .net import Net, load, loads
 from .shape import Shape
 
 __version__ = "0.1.0"
+
+_install_xla_guard()
 
 __all__ = [
     "ArgumentError",

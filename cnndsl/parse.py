@@ -65,7 +65,9 @@ def grammar_text() -> str:
 
 @functools.cache
 def _parser() -> lark.Lark:
-    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # cache=True keeps the LALR tables in the temp dir (keyed by the grammar's hash): the
+    # build takes ~50 ms, loading ~5 ms, and `cnndsl compile` should start fast.
+    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
 def _span(meta_or_tok: object) -> Span:

@@ -15,15 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
+from ._xla_guard import install as _install_xla_guard
 
-from .. import ir
-from ..errors import ArgumentError, ShapeError
-from ..ops import MERGES, REGISTRY
-from ..ops.base import ApplyCtx
-from ..passes.dataflow import Walker
+_install_xla_guard(warn=True)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from .. import ir  # noqa: E402
+from ..errors import ArgumentError, ShapeError  # noqa: E402
+from ..ops import MERGES, REGISTRY  # noqa: E402
+from ..ops.base import ApplyCtx  # noqa: E402
+from ..passes.dataflow import Walker  # noqa: E402
 
 COLLECTIONS = ("params", "batch_stats", "fixed")
 FINAL_ACTIVATIONS = ("softmax", "logsoftmax")
@@ -54,7 +58,16 @@ def init_variables(net: ir.Network, key: jax.Array) -> dict[str, dict]:
 class _Forward(Walker[jax.Array]):
     rebuild = False
 
-    def __init__(self, variables: dict, train: bool, key: jax.Array | None, skip: ir.Layer | None, dropout: bool) -> None:
+    def __init__(
+        self,
+        variables: dict,
+        train: bool,
+        key: jax.Array | None,
+        skip: ir.Layer | None,
+        dropout: bool,
+        observe: Callable[[ir.Node, jax.Array], None] | None = None,
+    ) -> None:
+        self.observe = observe
         self.variables = variables
         self.train = train
         self.dropout = dropout
@@ -75,10 +88,15 @@ class _Forward(Walker[jax.Array]):
         y = REGISTRY[n.op].apply(n.args, p, x, ctx)
         for name, value in ctx.updates.items():
             _put(self.updates, n.path, name, value)
+        if self.observe is not None:
+            self.observe(n, y)
         return n, y
 
     def merge(self, n, xs, labels):
-        return n, MERGES[n.kind].apply(xs)
+        y = MERGES[n.kind].apply(xs)
+        if self.observe is not None:
+            self.observe(n, y)
+        return n, y
 
 
 def final_activation(net: ir.Network) -> ir.Layer | None:
@@ -96,12 +114,14 @@ def forward(
     key: jax.Array | None = None,
     logits: bool = False,
     dropout: bool = True,
+    observe: Callable[[ir.Node, jax.Array], None] | None = None,
 ) -> tuple[jax.Array, dict]:
     """`x: (N, *spatial[::-1], D)` -> (output, batch-stat updates by layer path).
 
     `train=True` uses batch statistics in BN (and returns their updates) and, unless
     `dropout=False`, applies dropout with `key`. `logits=True` leaves out a trailing
-    softmax/logsoftmax (for losses that take logits).
+    softmax/logsoftmax (for losses that take logits). `observe(node, value)` is called
+    with every layer's and merge's output at trace time (for tests and debugging).
     """
     want = net.input.array_shape()
     if tuple(x.shape[1:]) != want:
@@ -110,7 +130,7 @@ def forward(
             net.input_span,
             hints=["arrays are channels-last: `D@WxH` is (N, H, W, D)"],
         ).with_source(net.source)
-    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout)
+    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe)
     _, y = walker.run(net.body, x)
     return y, walker.updates
 

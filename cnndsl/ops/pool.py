@@ -12,8 +12,6 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
-
 from ..shape import Shape, fmt_size
 from .base import (
     BOOL,
@@ -102,6 +100,7 @@ class _Pool(Op):
 
 
 def _reduce_window(x: Any, init: float, op: Any, k, s, padding) -> Any:
+    import numpy as np
     from jax import lax
 
     return lax.reduce_window(
@@ -139,7 +138,7 @@ class MaxPool(_Pool):
             t = _tiles(x, k)
             if t is not None:  # non-overlapping windows: reshape + max is faster on CPU
                 return t.max(axis=tuple(range(2, t.ndim - 1, 2)))
-        return _reduce_window(x, -np.inf, lax.max, k, s, padding)
+        return _reduce_window(x, -float("inf"), lax.max, k, s, padding)
 
 
 @register
@@ -151,7 +150,7 @@ class MinPool(_Pool):
     def _reduce(self, x, k, s, padding):
         from jax import lax
 
-        return _reduce_window(x, np.inf, lax.min, k, s, padding)
+        return _reduce_window(x, float("inf"), lax.min, k, s, padding)
 
 
 @register
@@ -173,6 +172,7 @@ class AvgPool(_Pool):
     example = "avgpool 2"
 
     def _reduce(self, x, k, s, padding):
+        import numpy as np
         from jax import lax
 
         total = _reduce_window(x, 0.0, lax.add, k, s, padding)

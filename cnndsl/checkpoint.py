@@ -1,0 +1,353 @@
+"""Checkpoints: a pytree of arrays plus JSON metadata, written atomically; `latest` and `best` kept.
+
+A checkpoint folder ROOT holds
+
+    ROOT/step-00001200/state.msgpack   the arrays (flax.serialization msgpack; never pickle)
+    ROOT/step-00001200/meta.json       step, metric, sha256 of state.msgpack, caller's metadata
+    ROOT/latest                        a text file naming the newest step folder
+    ROOT/best                          a text file naming the step folder with the best metric
+
+A step folder is written under a temporary name and renamed once complete, and the pointer
+files are swapped with `os.replace`, so a crash at any moment leaves the previous checkpoint
+readable. After each save, step folders that neither pointer names are deleted. One writer
+per ROOT. `restore_checkpoint` accepts ROOT, ROOT/latest, ROOT/best or a step folder.
+
+msgpack rather than orbax: on this 2-core CPU machine, orbax 0.12 took 29 ms to save and 22 ms
+to restore a LeNet-5 training state (0.7 MB) against 2 ms and 0.3 ms here; for ResNet-18
+(140 MB with Adam state) orbax saved in 0.29 s and restored in 0.27 s against about 0.6 s
+and 0.1 s here. Both restore bit-exact. This module imports JAX; `import cnndsl` does not
+import this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import numpy as np
+from flax import serialization
+
+from .errors import DataError
+
+FORMAT = "cnndsl-checkpoint"
+VERSION = 1
+STATE_FILE = "state.msgpack"
+META_FILE = "meta.json"
+POINTERS = ("latest", "best")
+_STEP_DIR = re.compile(r"step-\d+(-\d+)?")
+
+Which = Literal["latest", "best"]
+Mode = Literal["max", "min"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Checkpoint:
+    """One restored checkpoint.
+
+    `tree` is the saved pytree as nested dicts of read-only numpy arrays (PRNG key arrays
+    come back as JAX key arrays), or `target`'s structure when one was given; None from
+    `checkpoint_info`. `meta` is the caller's metadata exactly as saved. `best_metric` is the
+    best metric of the run when this checkpoint was written (this one's included).
+    """
+
+    path: Path
+    tree: Any
+    meta: dict[str, Any]
+    step: int
+    metric: float | None
+    mode: Mode
+    best_metric: float | None
+
+
+def save_checkpoint(
+    root: str | os.PathLike[str],
+    tree: Any,
+    *,
+    step: int,
+    meta: dict[str, Any] | None = None,
+    metric: float | None = None,
+    mode: Mode = "max",
+) -> Path:
+    """Write `tree` (any pytree of arrays: variables, optimizer state, PRNG keys) as the
+    latest checkpoint in `root`, and as the best one when `metric` beats the best so far
+    (`mode="max"` for accuracy, `"min"` for a loss; NaN never wins). `meta` must be
+    JSON-able. Returns the new step folder.
+
+    Example: `save_checkpoint("runs/lenet/ckpt", {"variables": v, "opt_state": s, "key": k},
+    step=1200, meta={"epoch": 3, "spec": text}, metric=val_acc)`.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    state, keys = _to_host(serialization.to_state_dict(tree), ())
+    blob = serialization.msgpack_serialize(state)
+    best = _current_best(root)
+    is_best = metric is not None and not math.isnan(metric) and (
+        best is None or (metric > best if mode == "max" else metric < best)
+    )
+    if is_best and metric is not None:
+        best = float(metric)
+    info = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": int(step),
+        "metric": None if metric is None else float(metric),
+        "mode": mode,
+        "best_metric": best,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        "keys": keys,
+        "meta": meta or {},
+    }
+    try:
+        text = json.dumps(info, indent=1)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"checkpoint metadata must be JSON-able: {e}") from e
+
+    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        _write(tmp / STATE_FILE, blob)
+        _write(tmp / META_FILE, text.encode())
+        _fsync_dir(tmp)
+        final = _fresh_name(root, int(step))
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(root)
+    _point(root, "latest", final.name)
+    if is_best:
+        _point(root, "best", final.name)
+    _collect(root, keep={final.name, _pointer(root, "best") or ""})
+    return final
+
+
+def restore_checkpoint(
+    path: str | os.PathLike[str], *, which: Which = "latest", target: Any = None
+) -> Checkpoint:
+    """Read the checkpoint at `path` (ROOT, ROOT/latest, ROOT/best or a step folder; for ROOT,
+    `which` picks the pointer). The arrays are exactly the saved ones, bit for bit.
+
+    With `target` (a pytree like the saved one, e.g. freshly initialised state) the result
+    has `target`'s structure (tuples, optax NamedTuples) and every array's shape and dtype
+    are checked against it first. A missing, damaged or mismatched checkpoint raises
+    `DataError`.
+    """
+    folder = _resolve(Path(path), which)
+    info = _read_info(folder)
+    try:
+        blob = (folder / STATE_FILE).read_bytes()
+    except OSError as e:
+        raise DataError(f"the checkpoint `{folder}` is damaged: cannot read {STATE_FILE}: {e}") from e
+    if hashlib.sha256(blob).hexdigest() != info["sha256"]:
+        raise DataError(
+            f"the checkpoint `{folder}` is damaged: {STATE_FILE} does not match its checksum",
+            notes=[f"{META_FILE} records {info['bytes']} bytes, the file has {len(blob)}"],
+        )
+    try:
+        state = serialization.msgpack_restore(blob)
+    except Exception as e:  # msgpack raises several unrelated types for bad input
+        raise DataError(f"the checkpoint `{folder}` is damaged: {e}") from e
+    state = _wrap_keys(state, info["keys"])
+    tree = state if target is None else _into(target, state, folder)
+    return _checkpoint(folder, info, tree)
+
+
+def checkpoint_info(path: str | os.PathLike[str], *, which: Which = "latest") -> Checkpoint:
+    """The metadata of a checkpoint without reading its arrays (`tree` is None)."""
+    folder = _resolve(Path(path), which)
+    return _checkpoint(folder, _read_info(folder), None)
+
+
+# --- pytree conversion -----------------------------------------------------------------------
+def _to_host(node: Any, path: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+    """Nested dicts of host numpy arrays, and `{dotted path: impl}` for each PRNG key array
+    (stored as its raw key data)."""
+    if isinstance(node, dict):
+        out, keys = {}, {}
+        for k, v in node.items():
+            out[k], sub = _to_host(v, (*path, str(k)))
+            keys |= sub
+        return out, keys
+    if isinstance(node, jax.Array) and jax.dtypes.issubdtype(node.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(node)), {".".join(path): str(jax.random.key_impl(node))}
+    if isinstance(node, jax.Array):
+        return np.asarray(node), {}
+    if node is None or isinstance(node, (np.ndarray, np.generic, bool, int, float, str)):
+        return node, {}
+    raise TypeError(f"cannot checkpoint {type(node).__name__} at `{'.'.join(path)}`: only arrays")
+
+
+def _wrap_keys(state: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    for dotted, impl in keys.items():
+        *parents, last = dotted.split(".")
+        node = state
+        for p in parents:
+            node = node[p]
+        node[last] = jax.random.wrap_key_data(node[last], impl=impl)
+    return state
+
+
+def _flatten(node: Any, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, sub in node.items() for k, v in _flatten(sub, (*path, str(key))).items()}
+    return {".".join(path): node}
+
+
+def _signature(leaf: Any) -> str:
+    """`float32[5,5,1,6]`, for comparing a saved leaf with the target's."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        return type(leaf).__name__
+    return f"{dtype}[{','.join(map(str, np.shape(leaf)))}]"
+
+
+def _into(target: Any, state: dict[str, Any], folder: Path) -> Any:
+    """`state` restored into `target`'s pytree structure, after checking every leaf."""
+    want = _flatten(serialization.to_state_dict(target))
+    have = _flatten(state)
+    problems = [f"`{k}` is missing from the checkpoint" for k in want if k not in have]
+    problems += [f"`{k}` is in the checkpoint but not here" for k in have if k not in want]
+    problems += [
+        f"`{k}` is {_signature(have[k])} in the checkpoint, {_signature(v)} here"
+        for k, v in want.items()
+        if k in have and _signature(have[k]) != _signature(v)
+    ]
+    if problems:
+        raise DataError(
+            f"the checkpoint `{folder}` does not fit this network",
+            notes=problems[:6] + ([f"and {len(problems) - 6} more differences"] if len(problems) > 6 else []),
+            hints=["it was saved from a different spec; load the layers that match with `transfer`"],
+        )
+    return serialization.from_state_dict(target, state)
+
+
+# --- files -----------------------------------------------------------------------------------
+def _checkpoint(folder: Path, info: dict[str, Any], tree: Any) -> Checkpoint:
+    return Checkpoint(
+        path=folder,
+        tree=tree,
+        meta=info["meta"],
+        step=info["step"],
+        metric=info["metric"],
+        mode=info["mode"],
+        best_metric=info["best_metric"],
+    )
+
+
+def _resolve(path: Path, which: Which) -> Path:
+    """The step folder that `path` means."""
+    if which not in POINTERS:
+        raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+    if path.is_file() and path.name in (STATE_FILE, META_FILE):
+        path = path.parent
+    if path.is_dir() and (path / META_FILE).is_file():
+        return path
+    pointer: str = which
+    if path.is_file() and path.name in POINTERS:
+        root, pointer = path.parent, path.name
+    elif path.is_dir():
+        root = path
+    else:
+        raise DataError(f"no checkpoint `{path}`", notes=[f"looked for `{path.absolute()}`"])
+    name = _pointer(root, pointer)
+    if name is None:
+        if pointer == "best" and _pointer(root, "latest") is not None:
+            raise DataError(
+                f"`{root}` has no best checkpoint: no validation metric was saved with one",
+                hints=[f"use the latest, `{root / 'latest'}`"],
+            )
+        raise DataError(
+            f"no checkpoint in `{root}`",
+            notes=[f"looked for `{root / pointer}` and `{root / META_FILE}`"],
+        )
+    folder = root / name
+    if not _STEP_DIR.fullmatch(name) or not folder.is_dir():
+        raise DataError(f"the checkpoint `{root}` is damaged: `{pointer}` names `{name}`, which is missing")
+    return folder
+
+
+def _read_info(folder: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"the checkpoint `{folder}` is damaged: cannot read {META_FILE}: {e}") from e
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise DataError(f"`{folder}` is not a cnndsl checkpoint", notes=[f"its {META_FILE} lacks the format marker"])
+    if info.get("version") != VERSION:
+        raise DataError(
+            f"the checkpoint `{folder}` has format version {info.get('version')}; "
+            f"this cnndsl reads version {VERSION}"
+        )
+    return info
+
+
+def _current_best(root: Path) -> float | None:
+    """The best metric saved in `root` so far (None if none, or if `best` is unreadable)."""
+    name = _pointer(root, "best")
+    if name is None:
+        return None
+    try:
+        value = json.loads((root / name / META_FILE).read_text())["metric"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if value is None else float(value)
+
+
+def _pointer(root: Path, which: str) -> str | None:
+    try:
+        return (root / which).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _point(root: Path, which: str, name: str) -> None:
+    tmp = root / f".{which}.{secrets.token_hex(4)}"
+    _write(tmp, (name + "\n").encode())
+    os.replace(tmp, root / which)
+    _fsync_dir(root)
+
+
+def _fresh_name(root: Path, step: int) -> Path:
+    path = root / f"step-{step:08d}"
+    k = 1
+    while path.exists():
+        path = root / f"step-{step:08d}-{k}"
+        k += 1
+    return path
+
+
+def _collect(root: Path, keep: set[str]) -> None:
+    """Delete step folders that no pointer names, and leftovers of interrupted saves."""
+    for p in root.iterdir():
+        if p.name.startswith(".tmp-") or (_STEP_DIR.fullmatch(p.name) and p.name not in keep):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (POSIX only; elsewhere a no-op)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
