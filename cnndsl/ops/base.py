@@ -519,3 +519,8 @@ def needs_spatial(x: Shape, ctx: ShapeCtx, op: str) -> None:
 
 def prod(xs: tuple[int, ...]) -> int:
     return math.prod(xs)
+
+
+def per_channel(v: Any, x: Any) -> Any:
+    """`v: (D,)` reshaped to broadcast over `x: (N, ..., D)` explicitly (rank-promotion safe)."""
+    return v.reshape((1,) * (x.ndim - v.ndim) + v.shape)

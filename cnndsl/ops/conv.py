@@ -31,6 +31,7 @@ from .base import (
     bcast,
     needs_spatial,
     per_axis,
+    per_channel,
     register,
 )
 
@@ -168,7 +169,7 @@ class _ConvBase(Op):
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         _, s, d, eff = geometry(a, self._kernel(a), ctx.x.rank)
         y = conv_apply(x, p["kernel"], s, pads(a, ctx.x, ctx.y, eff, s), d, self._groups(a, ctx.x))
-        return y + p["bias"] if "bias" in p else y
+        return y + per_channel(p["bias"], y) if "bias" in p else y
 
 
 @register
@@ -272,4 +273,4 @@ class Deconv(Op):
         padding = tuple((ki - 1 - pi, ki - 1 - pi + oi) for ki, pi, oi in zip(k, pad, op))
         ones = (1,) * len(k)
         y = conv_apply(x, p["kernel"][flip], ones, padding, ones, 1, lhs_dilation=s)
-        return y + p["bias"] if "bias" in p else y
+        return y + per_channel(p["bias"], y) if "bias" in p else y

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ArgumentError
 from ..shape import Shape
-from .base import COLLAPSE, INT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, register
+from .base import COLLAPSE, INT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, per_channel, register
 from .conv import BIAS, _bias_init, lecun_kernel
 
 
@@ -63,7 +63,7 @@ class Dense(Op):
 
     def apply(self, a, p, x, ctx):
         y = x @ p["kernel"]
-        return y + p["bias"] if "bias" in p else y
+        return y + per_channel(p["bias"], y) if "bias" in p else y
 
 
 @register

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import FLOAT, PROB, ApplyCtx, Args, Op, P, register
+from .base import FLOAT, PROB, ApplyCtx, Args, Op, P, per_channel, register
 
 
 def _ones_zeros(d: int) -> tuple[Any, Any]:
@@ -47,7 +47,8 @@ class BatchNorm(Op):
             ctx.updates["var"] = m * p["var"] + (1 - m) * var
         else:
             mean, var = p["mean"], p["var"]
-        return (x - mean) * (jax.lax.rsqrt(var + a.eps) * p["scale"]) + p["bias"]
+        mul = jax.lax.rsqrt(var + a.eps) * p["scale"]
+        return (x - per_channel(mean, x)) * per_channel(mul, x) + per_channel(p["bias"], x)
 
 
 @register
@@ -68,4 +69,4 @@ class LayerNorm(Op):
 
         mean = x.mean(axis=-1, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + a.eps) * p["scale"] + p["bias"]
+        return (x - mean) * jax.lax.rsqrt(var + a.eps) * per_channel(p["scale"], x) + per_channel(p["bias"], x)

@@ -176,11 +176,12 @@ class AvgPool(_Pool):
         from jax import lax
 
         total = _reduce_window(x, 0.0, lax.add, k, s, padding)
-        extra = [e for _, e in padding]
+        pad = [b for b, _ in padding]
+        extra = [after - before for before, after in padding]  # ceil-mode overhang
         if not any(extra):
             return total / float(np.prod(k))
-        # Divisor per output position: window cells inside input + symmetric padding.
-        pad = [b for b, _ in padding]
+        # Divisor per output position: window cells inside the input or its zero padding,
+        # not in the overhang (PyTorch).
         counts = None
         for n, ki, si, pi, ei in zip(reversed(x.shape[1:-1]), k, s, pad, extra):
             inside = np.ones(n + 2 * pi + ei)
