@@ -74,10 +74,10 @@ class CnnError(Exception):
 
     def render(self) -> str:
         src = self.source
-        where = src.path if src else "<string>"
+        where = src.path if src else ""
         if self.span is not None:
-            where += f":{self.span.line}:{self.span.column}"
-        out = [f"{where}: {self.kind}: {self.message}"]
+            where = (where or "<string>") + f":{self.span.line}:{self.span.column}"
+        out = [f"{where}: {self.kind}: {self.message}" if where else f"{self.kind}: {self.message}"]
         if src is not None and self.span is not None:
             text = src.line(self.span.line)
             if text.strip():

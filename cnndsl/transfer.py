@@ -54,9 +54,7 @@ class LayerMatch:
     def detail(self) -> str:
         if self.status == "shape mismatch":
             return "; ".join(
-                f"{a.name}: source {_fmt(a.source)}, here {_fmt(a.here)}"
-                for a in self.arrays
-                if a.source != a.here
+                f"{a.name}: source {_fmt(a.source)}, here {_fmt(a.here)}" for a in self.arrays if a.source != a.here
             )
         side = "source" if self.status == "extra in source" else "here"
         text = ", ".join(f"{a.name} {_fmt(getattr(a, side))}" for a in self.arrays)
@@ -144,10 +142,7 @@ def transfer(
     """
     src_layers = _layers(src, collections)
     dst_layers = _layers(dst, collections)
-    if exclude:
-        excluded = _matching(dst_layers, exclude, what="exclude")
-    else:
-        excluded = set()
+    excluded = _matching(dst_layers, exclude, what="exclude") if exclude else set()
     out = _copy_dicts(dst)
     matches: list[LayerMatch] = []
     for layer, arrays in dst_layers.items():
@@ -163,18 +158,13 @@ def transfer(
             continue
         for (coll, name), value in theirs.items():
             mine = arrays[coll, name]
-            if getattr(value, "dtype", None) != getattr(mine, "dtype", None):
-                value = value.astype(mine.dtype)
-            _node(out, coll, layer)[name] = value
-        casts = tuple(
-            _array(k, theirs[k], arrays[k], cast=_cast(theirs[k], arrays[k])) for k in arrays
-        )
+            same = getattr(value, "dtype", None) == getattr(mine, "dtype", None)
+            _node(out, coll, layer)[name] = value if same else value.astype(mine.dtype)
+        casts = tuple(_array(k, theirs[k], arrays[k], cast=_cast(theirs[k], arrays[k])) for k in arrays)
         matches.append(LayerMatch(layer, "loaded", casts))
     for layer, arrays in src_layers.items():
         if layer not in dst_layers:
-            matches.append(
-                LayerMatch(layer, "extra in source", tuple(_array(k, v, None) for k, v in arrays.items()))
-            )
+            matches.append(LayerMatch(layer, "extra in source", tuple(_array(k, v, None) for k, v in arrays.items())))
     return out, TransferReport(tuple(matches), tuple(str(k) for k in src))
 
 

@@ -66,8 +66,10 @@ class _Forward(Walker[jax.Array]):
         skip: ir.Layer | None,
         dropout: bool,
         observe: Callable[[ir.Node, jax.Array], None] | None = None,
+        lowering: dict[str, str] | None = None,
     ) -> None:
         self.observe = observe
+        self.lowering = lowering or {}
         self.variables = variables
         self.train = train
         self.dropout = dropout
@@ -84,7 +86,10 @@ class _Forward(Walker[jax.Array]):
         for coll in COLLECTIONS:
             p.update(_get(self.variables.get(coll, {}), n.path))
         key = None if self.key is None else jax.random.fold_in(self.key, self.count)
-        ctx = ApplyCtx(train=self.train, key=key, x=n.x, y=n.y, dropout=self.dropout)
+        impl = self.lowering.get(n.name) or self.lowering.get("*")
+        if impl not in REGISTRY[n.op].lowerings:
+            impl = None
+        ctx = ApplyCtx(train=self.train, key=key, x=n.x, y=n.y, dropout=self.dropout, impl=impl)
         y = REGISTRY[n.op].apply(n.args, p, x, ctx)
         for name, value in ctx.updates.items():
             _put(self.updates, n.path, name, value)
@@ -115,6 +120,7 @@ def forward(
     logits: bool = False,
     dropout: bool = True,
     observe: Callable[[ir.Node, jax.Array], None] | None = None,
+    lowering: dict[str, str] | None = None,
 ) -> tuple[jax.Array, dict]:
     """`x: (N, *spatial[::-1], D)` -> (output, batch-stat updates by layer path).
 
@@ -122,6 +128,8 @@ def forward(
     `dropout=False`, applies dropout with `key`. `logits=True` leaves out a trailing
     softmax/logsoftmax (for losses that take logits). `observe(node, value)` is called
     with every layer's and merge's output at trace time (for tests and debugging).
+    `lowering` maps layer names (or `"*"`, every layer that has it) to one of the op's
+    `lowerings`, overriding its default choice (e.g. `{"*": "xla"}`).
     """
     want = net.input.array_shape()
     if tuple(x.shape[1:]) != want:
@@ -130,7 +138,7 @@ def forward(
             net.input_span,
             hints=["arrays are channels-last: `D@WxH` is (N, H, W, D)"],
         ).with_source(net.source)
-    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe)
+    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe, lowering)
     _, y = walker.run(net.body, x)
     return y, walker.updates
 

@@ -302,6 +302,7 @@ class ApplyCtx:
     x: Shape | None = None  # the layer's input and output shapes, from the IR
     y: Shape | None = None
     dropout: bool = True  # False: dropout is off even in training mode (NNX `deterministic`)
+    impl: str | None = None  # a lowering from `Op.lowerings`; None: the op's default
     lowering: dict[str, str] = field(default_factory=dict)
     updates: dict[str, Any] = field(default_factory=dict)
 
@@ -327,6 +328,12 @@ class Op:
 
     def window(self, a: Args, x: Shape, y: Shape) -> Window | str:
         return IDENTITY
+
+    # alternative lowerings (`ctx.impl`) and the default choice per shape and mode
+    lowerings: ClassVar[tuple[str, ...]] = ("xla",)
+
+    def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
+        return self.lowerings[0]
 
     # lowering: {name: (collection, array)} with collection in params/batch_stats/fixed
     def init(self, a: Args, x: Shape, y: Shape, key: Any) -> dict[str, tuple[str, Any]]:

@@ -121,6 +121,29 @@ def conv_apply(x: Any, kernel: Any, strides, padding, dilation, groups: int, lhs
     )
 
 
+def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any:
+    """The same convolution (groups = 1) as patches + one matmul (im2col).
+
+    Each kernel offset contributes a strided slice of the padded input; the slices are
+    concatenated on depth in the kernel's (k..., C) order and multiplied by the kernel
+    reshaped to `(prod(k) * C, F)`. XLA runs the matmul (and its gradients) on every core,
+    where its CPU convolution uses one. Arguments in *written* order, like `conv_apply`.
+    """
+    import itertools
+
+    import jax.numpy as jnp
+
+    s, d, out = tuple(strides)[::-1], tuple(dilation)[::-1], tuple(out_size)[::-1]
+    k = kernel.shape[:-2]
+    xp = jnp.pad(x, ((0, 0), *tuple(padding)[::-1], (0, 0)))
+    slices = []
+    for offs in itertools.product(*(range(ki) for ki in k)):
+        idx = tuple(slice(o * di, o * di + (n - 1) * si + 1, si) for o, di, n, si in zip(offs, d, out, s))
+        slices.append(xp[(slice(None), *idx, slice(None))])
+    patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
 def _bias_init(f: int) -> tuple[str, Any]:
     import jax.numpy as jnp
 
@@ -166,9 +189,24 @@ class _ConvBase(Op):
             out["bias"] = _bias_init(f)
         return out
 
+    lowerings = ("xla", "patches")
+
+    def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
+        """Default: patches + matmul to train (both cores), XLA's convolution for inference.
+
+        Measured on a 2-core x86-64 CPU (see benchmarks/RESULTS.md); grouped convolutions
+        always use XLA's convolution.
+        """
+        return "patches" if train and self._groups(a, x) == 1 else "xla"
+
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         _, s, d, eff = geometry(a, self._kernel(a), ctx.x.rank)
-        y = conv_apply(x, p["kernel"], s, pads(a, ctx.x, ctx.y, eff, s), d, self._groups(a, ctx.x))
+        padding = pads(a, ctx.x, ctx.y, eff, s)
+        impl = ctx.impl or self.lowering(a, ctx.x, ctx.y, ctx.train)
+        if impl == "patches" and self._groups(a, ctx.x) == 1:
+            y = conv_patches(x, p["kernel"], s, padding, d, ctx.y.spatial)
+        else:
+            y = conv_apply(x, p["kernel"], s, padding, d, self._groups(a, ctx.x))
         return y + per_channel(p["bias"], y) if "bias" in p else y
 
 
@@ -252,11 +290,14 @@ class Deconv(Op):
         return x.size * a.filters[0] * math.prod(self._geom(a, x.rank)[0])
 
     def window(self, a: Args, x: Shape, y: Shape) -> Window:
+        # Output j is centred on input coordinate (j + P - (K-1)/2) / S and sees ceil(K/S)
+        # inputs; the window's pad is what puts that centre where `Window` expects it.
         k, s, p, _ = self._geom(a, x.rank)
+        seen = tuple(-(-ki // si) for ki, si in zip(k, s))
         return Window(
-            tuple(-(-ki // si) for ki, si in zip(k, s)),
+            seen,
             tuple(Fraction(1, si) for si in s),
-            tuple(Fraction(pi, si) for pi, si in zip(p, s)),
+            tuple(Fraction(n - 1, 2) - (pi - Fraction(ki - 1, 2)) / si for n, ki, si, pi in zip(seen, k, s, p)),
         )
 
     def init(self, a: Args, x: Shape, y: Shape, key: Any) -> dict[str, tuple[str, Any]]:

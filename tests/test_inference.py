@@ -1,0 +1,87 @@
+"""Inference passes: each folded network equals the original in eval mode."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cnndsl
+from cnndsl import ir
+from cnndsl.backends.inference import fold_for_inference
+from cnndsl.backends.jax import forward
+
+RTOL, ATOL = 2e-5, 2e-5  # float32 rounding of the refactored arithmetic
+
+
+def randomized(net: cnndsl.Net, seed: int = 0) -> dict:
+    """Variables with non-trivial BN statistics and scales (fresh ones fold trivially)."""
+    v = net.init(jax.random.key(seed))
+    keys = iter(jax.random.split(jax.random.key(seed + 1), 1000))
+
+    def jiggle(tree, positive=False):
+        out = {}
+        for k, val in tree.items():
+            if isinstance(val, dict):
+                out[k] = jiggle(val, positive)
+            else:
+                r = jax.random.normal(next(keys), val.shape)
+                out[k] = (jnp.exp(0.3 * r) if positive or k in ("var", "scale") else val + 0.3 * r)
+        return out
+
+    return {c: jiggle(t) for c, t in v.items()}
+
+
+def ops(net_ir: ir.Network) -> list[str]:
+    return [n.op for n in ir.layers(net_ir.body)]
+
+
+@pytest.mark.parametrize(
+    "spec, gone",
+    [
+        ("input 3@12x10\nconv 8@3x3 p1 nobias -> bn -> relu -> conv 4@3x3 s2 -> bn", ["bn", "bn"]),
+        ("input 3@12x10\nconv 8@3x3 -> bn -> relu", ["bn"]),
+        ("input 4@9x9\ndwconv 3x3 p1 nobias -> bn -> relu6", ["bn"]),
+        ("input 4@5x5\ndeconv 3@2x2 s2 nobias -> bn", ["bn"]),
+        ("input 20\ndense 7 -> bn -> dropout 0.5 -> dense 3", ["bn", "dropout"]),
+        ("input 3@10x10\nscale 1/255 -> normalize mean=(0.4, 0.5, 0.6) std=(0.2, 0.3, 0.25) -> conv 4@3x3 -> relu", ["scale", "normalize"]),
+        ("input 3@10x10\nscale 1/255 -> conv 4@3x3 p1 -> relu", ["scale"]),
+        ("input 5\nnormalize mean=0.5 std=2 -> dense 3", ["normalize"]),
+    ],
+)
+def test_folding_is_exact(spec, gone):
+    net = cnndsl.loads(spec)
+    v = randomized(net)
+    folded_ir, fv = fold_for_inference(net.ir, v)
+    before, after = ops(net.ir), ops(folded_ir)
+    for op in gone:
+        before.remove(op)
+    assert after == before
+    x = 50.0 * jax.random.uniform(jax.random.key(9), net.input.array_shape(3))
+    want = forward(net.ir, v, x)[0]
+    got = jax.jit(lambda v, x: forward(folded_ir, v, x)[0])(fv, x)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL * float(jnp.abs(want).max()))
+
+
+def test_normalize_before_a_padded_conv_is_kept():
+    net = cnndsl.loads("input 3@8x8\nnormalize mean=0.5 std=0.25 -> conv 4@3x3 p1")
+    folded_ir, _ = fold_for_inference(net.ir, randomized(net))
+    assert ops(folded_ir) == ["normalize", "conv"]
+
+
+def test_resnet_blocks_fold_inside_groups_and_branches():
+    spec = """
+block basic(c, s=1) {
+  residual { conv c@3x3 stride=s p1 nobias -> bn -> relu -> conv c@3x3 p1 nobias -> bn }
+  project { conv c@1x1 stride=s nobias -> bn } -> relu
+}
+input 3@16x16
+conv 8@3x3 p1 nobias -> bn -> relu -> basic(8) -> basic(16, s=2) -> gap -> dense 10
+"""
+    net = cnndsl.loads(spec)
+    v = randomized(net)
+    folded_ir, fv = fold_for_inference(net.ir, v)
+    assert "bn" not in ops(folded_ir) and "batch_stats" not in fv
+    x = jax.random.normal(jax.random.key(3), (2, 16, 16, 3))
+    np.testing.assert_allclose(forward(folded_ir, fv, x)[0], forward(net.ir, v, x)[0], rtol=1e-4, atol=1e-4)
