@@ -59,6 +59,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
             results.append(to_json(net))
             continue
         sys.stdout.write(render_table(net, args.depth, color=_color(args)))
+        if args.xla:
+            from .backends.xla_report import analyse, render
+
+            sys.stdout.write("\n" + render(net, analyse(net, args.batch)))
         for w in net.warnings:
             print(w.render(), file=sys.stderr)
         if len(args.files) > 1:
@@ -101,6 +105,8 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("--depth", type=int, default=None, metavar="N", help="collapse block instances nested deeper than N")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    c.add_argument("--xla", action="store_true", help="also compile with XLA and compare its FLOP and memory analysis (imports JAX)")
+    c.add_argument("--batch", type=int, default=1, metavar="N", help="batch size for --xla (default 1)")
     c.set_defaults(func=cmd_compile)
 
     f = sub.add_parser("fmt", help="print a file as canonical .cnn text")

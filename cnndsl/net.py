@@ -95,16 +95,32 @@ class Net:
 
         return build(self.ir, rngs)
 
-    def functional(self, key: Any) -> tuple[dict, Any]:
+    def functional(self, key: Any, *, lowering: dict[str, str] | None = None, remat: bool = False) -> tuple[dict, Any]:
         """`(variables, apply)`: `apply(variables, x, *, train=False, key=None, logits=False)`.
 
         `variables = {"params": ..., "batch_stats": ..., "fixed": ...}` (nested by layer
         path, collections present only when non-empty). In eval mode `apply` returns the
-        output; with `train=True` it returns `(output, new_batch_stats)`.
+        output; with `train=True` it returns `(output, new_batch_stats)`. `lowering` picks
+        per-layer lowerings (see `autotune`); `remat` recomputes block activations in the
+        backward pass instead of storing them.
         """
         from .backends.jax import functional
 
-        return functional(self.ir, key)
+        return functional(self.ir, key, lowering=lowering, remat=remat)
+
+    def autotune(self, batch: int, *, train: bool = True) -> dict[str, str]:
+        """Measure each layer's lowerings on this device at `batch`; `{name: lowering}`."""
+        from .backends.autotune import autotune
+
+        return autotune(self.ir, batch, train=train)
+
+    def for_inference(self, variables: dict) -> tuple[Net, dict]:
+        """An equivalent network for eval mode (BN and preprocessing folded into the
+        neighbouring conv/dense, dropout removed) and its variables."""
+        from .backends.inference import fold_for_inference
+
+        folded, v = fold_for_inference(self.ir, variables)
+        return Net(folded), v
 
     def init(self, key: Any) -> dict:
         from .backends.jax import init_variables

@@ -85,3 +85,42 @@ conv 8@3x3 p1 nobias -> bn -> relu -> basic(8) -> basic(16, s=2) -> gap -> dense
     assert "bn" not in ops(folded_ir) and "batch_stats" not in fv
     x = jax.random.normal(jax.random.key(3), (2, 16, 16, 3))
     np.testing.assert_allclose(forward(folded_ir, fv, x)[0], forward(net.ir, v, x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_net_for_inference_and_remat_and_lowerings_agree():
+    spec = """
+block unit(c) { residual { conv c@3x3 p1 nobias -> bn -> relu -> conv c@3x3 p1 nobias -> bn } -> relu }
+input 3@12x12
+conv 8@3x3 p1 nobias -> bn -> relu -> unit(8) -> unit(8) -> dropout 0.3 -> gap -> dense 4
+"""
+    net = cnndsl.loads(spec)
+    v = randomized(net)
+    x = jax.random.normal(jax.random.key(5), (2, 12, 12, 3))
+    want = forward(net.ir, v, x)[0]
+    fast, fv = net.for_inference(v)
+    _, apply = fast.functional(jax.random.key(0))
+    np.testing.assert_allclose(apply(fv, x), want, rtol=1e-4, atol=1e-4)
+    # remat and each lowering give the same values and gradients in training
+    def loss(p, remat, low):
+        y, _ = forward(net.ir, {**v, "params": p}, x, train=True, key=jax.random.key(7), remat=remat, lowering=low)
+        return jnp.sum(y**2)
+
+    ref = jax.grad(loss)(v["params"], False, {"*": "xla"})
+    for remat, low in ((True, {"*": "xla"}), (False, {"*": "patches"}), (True, {"*": "patches"})):
+        got = jax.grad(loss)(v["params"], remat, low)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+
+
+def test_autotune_picks_a_known_lowering_and_caches(tmp_path, monkeypatch):
+    from cnndsl.backends import autotune as at
+
+    monkeypatch.setenv("CNNDSL_CACHE_DIR", str(tmp_path))
+    net = cnndsl.loads("input 1@12x12\nconv 4@3x3 -> relu -> conv 4@3x3")
+    calls = []
+    real = at.time_layer
+    monkeypatch.setattr(at, "time_layer", lambda *a, **k: calls.append(a) or real(*a, reps=1, **k))
+    choice = net.autotune(8, train=True)
+    assert set(choice) == {"conv1", "conv2"} and set(choice.values()) <= {"xla", "patches"}
+    assert len(calls) == 4 and (tmp_path / "autotune.json").is_file()
+    assert net.autotune(8, train=True) == choice and len(calls) == 4  # served from the cache

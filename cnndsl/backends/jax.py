@@ -67,7 +67,9 @@ class _Forward(Walker[jax.Array]):
         dropout: bool,
         observe: Callable[[ir.Node, jax.Array], None] | None = None,
         lowering: dict[str, str] | None = None,
+        remat: bool = False,
     ) -> None:
+        self.remat = remat
         self.observe = observe
         self.lowering = lowering or {}
         self.variables = variables
@@ -97,6 +99,22 @@ class _Forward(Walker[jax.Array]):
             self.observe(n, y)
         return n, y
 
+    def group_body(self, n: ir.Group, x: jax.Array, env: dict) -> tuple[ir.Chain, jax.Array]:
+        if not self.remat:
+            return super().group_body(n, x, env)
+        start = self.count
+
+        def body(variables: dict, key: jax.Array | None, x: jax.Array) -> tuple[jax.Array, dict]:
+            sub = _Forward(variables, self.train, key, None, self.dropout, None, self.lowering)
+            sub.count = start
+            return sub.run(n.body, x, {})[1], sub.updates
+
+        # Activations inside the block are recomputed in the backward pass, not stored.
+        y, updates = jax.checkpoint(body)(self.variables, self.key, x)
+        self.count += sum(1 for _ in ir.layers(n.body))
+        self.updates = _merge_trees(self.updates, updates)
+        return n.body, y
+
     def merge(self, n, xs, labels):
         y = MERGES[n.kind].apply(xs)
         if self.observe is not None:
@@ -121,6 +139,7 @@ def forward(
     dropout: bool = True,
     observe: Callable[[ir.Node, jax.Array], None] | None = None,
     lowering: dict[str, str] | None = None,
+    remat: bool = False,
 ) -> tuple[jax.Array, dict]:
     """`x: (N, *spatial[::-1], D)` -> (output, batch-stat updates by layer path).
 
@@ -129,7 +148,9 @@ def forward(
     softmax/logsoftmax (for losses that take logits). `observe(node, value)` is called
     with every layer's and merge's output at trace time (for tests and debugging).
     `lowering` maps layer names (or `"*"`, every layer that has it) to one of the op's
-    `lowerings`, overriding its default choice (e.g. `{"*": "xla"}`).
+    `lowerings`, overriding its default choice (e.g. `{"*": "xla"}`). `remat=True` wraps
+    every block instance in `jax.checkpoint`: its activations are recomputed in the backward
+    pass instead of stored (less memory, more compute).
     """
     want = net.input.array_shape()
     if tuple(x.shape[1:]) != want:
@@ -138,7 +159,7 @@ def forward(
             net.input_span,
             hints=["arrays are channels-last: `D@WxH` is (N, H, W, D)"],
         ).with_source(net.source)
-    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe, lowering)
+    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe, lowering, remat)
     _, y = walker.run(net.body, x)
     return y, walker.updates
 
@@ -150,12 +171,14 @@ def _merge_trees(base: dict, new: dict) -> dict:
     return out
 
 
-def functional(net: ir.Network, key: jax.Array) -> tuple[dict, Callable[..., Any]]:
+def functional(
+    net: ir.Network, key: jax.Array, *, lowering: dict[str, str] | None = None, remat: bool = False
+) -> tuple[dict, Callable[..., Any]]:
     """A pure (variables, apply) pair for plain JAX: jit, grad and vmap work on `apply`."""
     variables = init_variables(net, key)
 
     def apply(variables: dict, x: jax.Array, *, train: bool = False, key: jax.Array | None = None, logits: bool = False):
-        y, updates = forward(net, variables, x, train=train, key=key, logits=logits)
+        y, updates = forward(net, variables, x, train=train, key=key, logits=logits, lowering=lowering, remat=remat)
         if not train:
             return y
         return y, _merge_trees(variables.get("batch_stats", {}), updates)

@@ -31,6 +31,10 @@ class Walker(Generic[V]):
     def group(self, n: ir.Group, x: V) -> ir.Group:
         return n
 
+    def group_body(self, n: ir.Group, x: V, env: dict[str, V]) -> tuple[ir.Chain, V]:
+        """Run a block instance's body (a hook: the forward pass may rematerialise it)."""
+        return self.run(n.body, x, env)
+
     def run(self, chain: ir.Chain, x: V, env: dict[str, V] | None = None) -> tuple[ir.Chain, V]:
         env = {} if env is None else env
         items: list[ir.Node] = []
@@ -56,7 +60,7 @@ class Walker(Generic[V]):
             return self.merge(n, [x, env[n.ref]], ["the current tensor", f"`save {n.label}`"])
         if isinstance(n, ir.Group):
             try:
-                body, y = self.run(n.body, x, env)
+                body, y = self.group_body(n, x, env)
             except CnnError as e:
                 if self.rebuild:
                     e.partial_node = dataclasses.replace(n, body=e.partial)  # type: ignore[attr-defined]
