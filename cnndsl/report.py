@@ -43,21 +43,46 @@ def _group_totals(g: ir.Group) -> tuple[int, int, int]:
     return p, f, m
 
 
+def _nodes(chain: ir.Chain, indent: int = 0, blocks: int = 0):
+    """(indent, block depth, node) in execution order; branches come before their merge
+    and are indented, but only block instances count towards `--depth`."""
+    for n in chain.items:
+        if isinstance(n, ir.Group):
+            yield indent, blocks, n
+            yield from _nodes(n.body, indent + 1, blocks + 1)
+        elif isinstance(n, ir.Merge):
+            for b in n.branches:
+                yield from _nodes(b, indent + 1, blocks)
+            yield indent, blocks, n
+        else:
+            yield indent, blocks, n
+
+
+def _last_rf(chain: ir.Chain) -> ir.RF | None:
+    rf = None
+    for _, n in ir.walk(chain):
+        rf = getattr(n, "rf", rf)
+    return rf
+
+
 def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
+    """Table rows; with `depth`, block instances nested deeper than `depth` are hidden and
+    those at `depth` shown as one row with their totals."""
     out: list[Row] = []
     index = 0
-    for d, n in ir.walk(net.body):
-        if depth is not None and d > depth:
+    for d, blocks, n in _nodes(net.body):
+        if depth is not None and blocks > depth:
             continue
         y = getattr(n, "y", None)
         shown = str(y) if y is not None else "?"
         sp = n.span
         if isinstance(n, ir.Group):
             p, f, m = _group_totals(n)
-            collapsed = depth is not None and d == depth
+            collapsed = depth is not None and blocks == depth
             if collapsed:
                 index += 1
-            out.append(Row(index if collapsed else None, d, "block", n.text, n.name, sp.line, sp.column, shown, p, f, m, None, 0, n.block))
+            rf = _last_rf(n.body) if collapsed else None
+            out.append(Row(index if collapsed else None, d, "block", n.text, n.name, sp.line, sp.column, shown, p, f, m, rf, 0, n.block))
             continue
         index += 1
         if isinstance(n, ir.Layer):
