@@ -50,7 +50,7 @@ class Layer:
     op: str
     args: Args
     path: tuple[str, ...]
-    text: str  # as written, variables substituted: "conv 64@3x3 stride=2 p1 nobias"
+    text: str = field(compare=False)  # as written, with block parameters substituted
     span: Span = _meta(NOSPAN)  # type: ignore[assignment]
     sites: tuple[Site, ...] = _meta(())  # type: ignore[assignment]
     x: Shape | None = None

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
 
 import cnndsl
 from cnndsl import ast
@@ -14,6 +15,7 @@ from cnndsl.parse import parse
 from cnndsl.shape import Shape
 
 from .conftest import EXAMPLES
+from .strategies import chains
 
 LENET = (EXAMPLES / "lenet5.cnn").read_text()
 
@@ -197,3 +199,25 @@ def test_cli_on_a_shape_error_prints_the_partial_table_and_exits_2(tmp_path):
     assert "Traceback" not in r.stderr
     assert ":3:4: error: conv 16@7x7 needs an input of at least 7x7, but gets 6@5x5" in r.stderr
     assert "hint: pad it (`p3` keeps 5x5)" in r.stderr
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.cnn")), ids=lambda p: p.stem)
+def test_every_example_formats_to_the_same_network(path):
+    text = path.read_text()
+    out = format_module(parse(text))
+    assert parse(out) == parse(text)
+    assert cnndsl.loads(out).ir == cnndsl.loads(text).ir
+
+
+@settings(max_examples=80, deadline=None)
+@given(chains())
+def test_random_specs_format_to_the_same_network(text):
+    out = format_module(parse(text))
+    assert parse(out) == parse(text)
+    try:
+        net = cnndsl.loads(text)
+    except cnndsl.CnnError as e:
+        with pytest.raises(type(e)):
+            cnndsl.loads(out)
+        return
+    assert cnndsl.loads(out).ir == net.ir
