@@ -95,18 +95,21 @@ class Net:
 
         return build(self.ir, rngs)
 
-    def functional(self, key: Any, *, lowering: dict[str, str] | None = None, remat: bool = False) -> tuple[dict, Any]:
+    def functional(
+        self, key: Any, *, lowering: dict[str, str] | None = None, remat: bool = False, dtype: Any = None
+    ) -> tuple[dict, Any]:
         """`(variables, apply)`: `apply(variables, x, *, train=False, key=None, logits=False)`.
 
         `variables = {"params": ..., "batch_stats": ..., "fixed": ...}` (nested by layer
         path, collections present only when non-empty). In eval mode `apply` returns the
         output; with `train=True` it returns `(output, new_batch_stats)`. `lowering` picks
         per-layer lowerings (see `autotune`); `remat` recomputes block activations in the
-        backward pass instead of storing them.
+        backward pass instead of storing them; `dtype=jnp.bfloat16` computes convolutions
+        and dense layers in bfloat16 with float32 accumulation.
         """
         from .backends.jax import functional
 
-        return functional(self.ir, key, lowering=lowering, remat=remat)
+        return functional(self.ir, key, lowering=lowering, remat=remat, dtype=dtype)
 
     def autotune(self, batch: int, *, train: bool = True) -> dict[str, str]:
         """Measure each layer's lowerings on this device at `batch`; `{name: lowering}`."""

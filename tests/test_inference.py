@@ -124,3 +124,15 @@ def test_autotune_picks_a_known_lowering_and_caches(tmp_path, monkeypatch):
     assert set(choice) == {"conv1", "conv2"} and set(choice.values()) <= {"xla", "patches"}
     assert len(calls) == 4 and (tmp_path / "autotune.json").is_file()
     assert net.autotune(8, train=True) == choice and len(calls) == 4  # served from the cache
+
+
+@pytest.mark.parametrize("impl", ["xla", "patches"])
+def test_bfloat16_compute_with_float32_accumulation(impl):
+    net = cnndsl.loads("input 3@16x16\nconv 8@3x3 p1 -> relu -> deconv 4@2x2 s2 -> gap -> dense 5")
+    v = net.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+    want = forward(net.ir, v, x)[0]
+    got = forward(net.ir, v, x, dtype=jnp.bfloat16, lowering={"*": impl})[0]
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2 * float(jnp.abs(want).max()))
+    assert not np.array_equal(np.asarray(got), np.asarray(want))  # it did compute in bf16

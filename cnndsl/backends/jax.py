@@ -68,8 +68,10 @@ class _Forward(Walker[jax.Array]):
         observe: Callable[[ir.Node, jax.Array], None] | None = None,
         lowering: dict[str, str] | None = None,
         remat: bool = False,
+        dtype: Any = None,
     ) -> None:
         self.remat = remat
+        self.dtype = dtype
         self.observe = observe
         self.lowering = lowering or {}
         self.variables = variables
@@ -92,7 +94,12 @@ class _Forward(Walker[jax.Array]):
         if impl not in REGISTRY[n.op].lowerings:
             impl = None
         ctx = ApplyCtx(train=self.train, key=key, x=n.x, y=n.y, dropout=self.dropout, impl=impl)
-        y = REGISTRY[n.op].apply(n.args, p, x, ctx)
+        op = REGISTRY[n.op]
+        if self.dtype is not None and op.mixed_precision:
+            x = x.astype(self.dtype)
+            p = {k: v.astype(self.dtype) if k == "kernel" else v for k, v in p.items()}
+            ctx.accumulate = jnp.float32
+        y = op.apply(n.args, p, x, ctx)
         for name, value in ctx.updates.items():
             _put(self.updates, n.path, name, value)
         if self.observe is not None:
@@ -105,7 +112,7 @@ class _Forward(Walker[jax.Array]):
         start = self.count
 
         def body(variables: dict, key: jax.Array | None, x: jax.Array) -> tuple[jax.Array, dict]:
-            sub = _Forward(variables, self.train, key, None, self.dropout, None, self.lowering)
+            sub = _Forward(variables, self.train, key, None, self.dropout, None, self.lowering, False, self.dtype)
             sub.count = start
             return sub.run(n.body, x, {})[1], sub.updates
 
@@ -140,6 +147,7 @@ def forward(
     observe: Callable[[ir.Node, jax.Array], None] | None = None,
     lowering: dict[str, str] | None = None,
     remat: bool = False,
+    dtype: Any = None,
 ) -> tuple[jax.Array, dict]:
     """`x: (N, *spatial[::-1], D)` -> (output, batch-stat updates by layer path).
 
@@ -150,7 +158,9 @@ def forward(
     `lowering` maps layer names (or `"*"`, every layer that has it) to one of the op's
     `lowerings`, overriding its default choice (e.g. `{"*": "xla"}`). `remat=True` wraps
     every block instance in `jax.checkpoint`: its activations are recomputed in the backward
-    pass instead of stored (less memory, more compute).
+    pass instead of stored (less memory, more compute). `dtype=jnp.bfloat16` computes
+    convolutions and dense layers in bfloat16 with float32 accumulation (other layers and
+    all variables stay float32).
     """
     want = net.input.array_shape()
     if tuple(x.shape[1:]) != want:
@@ -159,7 +169,7 @@ def forward(
             net.input_span,
             hints=["arrays are channels-last: `D@WxH` is (N, H, W, D)"],
         ).with_source(net.source)
-    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe, lowering, remat)
+    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe, lowering, remat, dtype)
     _, y = walker.run(net.body, x)
     return y, walker.updates
 
@@ -172,13 +182,18 @@ def _merge_trees(base: dict, new: dict) -> dict:
 
 
 def functional(
-    net: ir.Network, key: jax.Array, *, lowering: dict[str, str] | None = None, remat: bool = False
+    net: ir.Network,
+    key: jax.Array,
+    *,
+    lowering: dict[str, str] | None = None,
+    remat: bool = False,
+    dtype: Any = None,
 ) -> tuple[dict, Callable[..., Any]]:
     """A pure (variables, apply) pair for plain JAX: jit, grad and vmap work on `apply`."""
     variables = init_variables(net, key)
 
     def apply(variables: dict, x: jax.Array, *, train: bool = False, key: jax.Array | None = None, logits: bool = False):
-        y, updates = forward(net, variables, x, train=train, key=key, logits=logits, lowering=lowering, remat=remat)
+        y, updates = forward(net, variables, x, train=train, key=key, logits=logits, lowering=lowering, remat=remat, dtype=dtype)
         if not train:
             return y
         return y, _merge_trees(variables.get("batch_stats", {}), updates)

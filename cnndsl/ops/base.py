@@ -303,6 +303,7 @@ class ApplyCtx:
     y: Shape | None = None
     dropout: bool = True  # False: dropout is off even in training mode (NNX `deterministic`)
     impl: str | None = None  # a lowering from `Op.lowerings`; None: the op's default
+    accumulate: Any = None  # float32 when inputs/kernels were cast to a low compute dtype
     lowering: dict[str, str] = field(default_factory=dict)
     updates: dict[str, Any] = field(default_factory=dict)
 
@@ -328,6 +329,10 @@ class Op:
 
     def window(self, a: Args, x: Shape, y: Shape) -> Window | str:
         return IDENTITY
+
+    # True: under a low-precision compute dtype the input and `kernel` are cast to it and
+    # the lowering accumulates in `ctx.accumulate` (float32)
+    mixed_precision: ClassVar[bool] = False
 
     # alternative lowerings (`ctx.impl`) and the default choice per shape and mode
     lowerings: ClassVar[tuple[str, ...]] = ("xla",)

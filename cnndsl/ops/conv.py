@@ -105,8 +105,9 @@ def lecun_kernel(key: Any, shape: tuple[int, ...]) -> Any:
     return jax.nn.initializers.lecun_normal()(key, shape)
 
 
-def conv_apply(x: Any, kernel: Any, strides, padding, dilation, groups: int, lhs_dilation=None) -> Any:
-    """`x: (N, *spatial[::-1], C)`; strides, padding and dilation in *written* order."""
+def conv_apply(x: Any, kernel: Any, strides, padding, dilation, groups: int, lhs_dilation=None, accumulate=None) -> Any:
+    """`x: (N, *spatial[::-1], C)`; strides, padding and dilation in *written* order;
+    `accumulate`: the result dtype of a low-precision convolution (float32)."""
     from jax import lax
 
     return lax.conv_general_dilated(
@@ -118,10 +119,11 @@ def conv_apply(x: Any, kernel: Any, strides, padding, dilation, groups: int, lhs
         rhs_dilation=tuple(dilation)[::-1],
         dimension_numbers=_dimension_numbers(x.ndim - 2),
         feature_group_count=groups,
+        preferred_element_type=accumulate,
     )
 
 
-def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any:
+def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size, accumulate=None) -> Any:
     """The same convolution (groups = 1) as patches + one matmul (im2col).
 
     Each kernel offset contributes a strided slice of the padded input; the slices are
@@ -141,7 +143,7 @@ def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size) -> A
         idx = tuple(slice(o * di, o * di + (n - 1) * si + 1, si) for o, di, n, si in zip(offs, d, out, s))
         slices.append(xp[(slice(None), *idx, slice(None))])
     patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
-    return patches @ kernel.reshape(-1, kernel.shape[-1])
+    return jnp.matmul(patches, kernel.reshape(-1, kernel.shape[-1]), preferred_element_type=accumulate)
 
 
 def _bias_init(f: int) -> tuple[str, Any]:
@@ -151,6 +153,7 @@ def _bias_init(f: int) -> tuple[str, Any]:
 
 
 class _ConvBase(Op):
+    mixed_precision = True
     def _kernel(self, a: Args) -> tuple[int, ...]:
         return a.filters[1]
 
@@ -204,9 +207,9 @@ class _ConvBase(Op):
         padding = pads(a, ctx.x, ctx.y, eff, s)
         impl = ctx.impl or self.lowering(a, ctx.x, ctx.y, ctx.train)
         if impl == "patches" and self._groups(a, ctx.x) == 1:
-            y = conv_patches(x, p["kernel"], s, padding, d, ctx.y.spatial)
+            y = conv_patches(x, p["kernel"], s, padding, d, ctx.y.spatial, ctx.accumulate)
         else:
-            y = conv_apply(x, p["kernel"], s, padding, d, self._groups(a, ctx.x))
+            y = conv_apply(x, p["kernel"], s, padding, d, self._groups(a, ctx.x), accumulate=ctx.accumulate)
         return y + per_channel(p["bias"], y) if "bias" in p else y
 
 
@@ -257,6 +260,7 @@ class Deconv(Op):
     """
 
     name = "deconv"
+    mixed_precision = True
     doc = "transposed convolution; output (W-1)*S - 2P + K"
     example = "deconv 64@2x2 s2"
     params = (
@@ -313,5 +317,5 @@ class Deconv(Op):
         flip = tuple(slice(None, None, -1) for _ in k)
         padding = tuple((ki - 1 - pi, ki - 1 - pi + oi) for ki, pi, oi in zip(k, pad, op))
         ones = (1,) * len(k)
-        y = conv_apply(x, p["kernel"][flip], ones, padding, ones, 1, lhs_dilation=s)
+        y = conv_apply(x, p["kernel"][flip], ones, padding, ones, 1, lhs_dilation=s, accumulate=ctx.accumulate)
         return y + per_channel(p["bias"], y) if "bias" in p else y

@@ -61,8 +61,12 @@ class Dense(Op):
             out["bias"] = _bias_init(a.units)
         return out
 
+    mixed_precision = True
+
     def apply(self, a, p, x, ctx):
-        y = x @ p["kernel"]
+        import jax.numpy as jnp
+
+        y = jnp.matmul(x, p["kernel"], preferred_element_type=ctx.accumulate)
         return y + per_channel(p["bias"], y) if "bias" in p else y
 
 
