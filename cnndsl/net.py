@@ -10,7 +10,6 @@ JAX is imported only by `build`, `functional` and `forward`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +142,3 @@ def load(path: str | Path) -> Net:
     """Compile a `.cnn` file. Raises `CnnError`."""
     return Net(compile_file(path))
 
-
-def dumps_json(net: Net) -> str:
-    return json.dumps(net.to_json(), indent=2)

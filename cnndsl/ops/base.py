@@ -304,7 +304,6 @@ class ApplyCtx:
     dropout: bool = True  # False: dropout is off even in training mode (NNX `deterministic`)
     impl: str | None = None  # a lowering from `Op.lowerings`; None: the op's default
     accumulate: Any = None  # float32 when inputs/kernels were cast to a low compute dtype
-    lowering: dict[str, str] = field(default_factory=dict)
     updates: dict[str, Any] = field(default_factory=dict)
 
 
