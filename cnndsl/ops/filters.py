@@ -1,0 +1,233 @@
+"""Classic fixed filters: `filter sobel | laplacian | sharpen | blur K | gaussian K | gabor K`.
+
+A filter is a depthwise convolution (a correlation, like every `conv`) whose kernel is a
+constant: the same kernel is applied to each input channel on its own. The kernel is
+stored per channel in `dwconv`'s layout `(*kernel[::-1], 1, D*M)` (M = maps per channel)
+in the `fixed` collection, which is never trained; its size counts as non-trainable
+parameters. MACs and receptive field are those of a depthwise conv with that kernel.
+
+Kernels (rows are the height axis, top to bottom; columns the width axis, left to right):
+
+- `sobel`: M = 2 maps per channel, in the order (x, y): output channel `2c` is the
+  horizontal derivative of input channel `c`, `[[-1,0,1],[-2,0,2],[-1,0,1]]` (positive
+  where the image gets brighter to the right), and `2c+1` the vertical one,
+  `[[-1,-2,-1],[0,0,0],[1,2,1]]` (positive where it gets brighter downwards, towards
+  larger row index). These equal `scipy.ndimage.sobel(axis=W)` / `(axis=H)` and OpenCV's
+  `Sobel(dx=1)` / `Sobel(dy=1)`. 2-D only.
+- `laplacian`: `[[0,1,0],[1,-4,1],[0,1,0]]` (4-neighbour; `scipy.ndimage.laplace`). 2-D.
+- `sharpen`: `[[0,-1,0],[-1,5,-1],[0,-1,0]]` (identity minus the Laplacian). 2-D.
+- `blur K`: the box filter, `1/(Kw*Kh)` everywhere. Any number of axes.
+- `gaussian K sigma=S`: the normalised product of 1-D Gaussians
+  `exp(-t^2 / (2 S^2))`, `t = j - (K-1)/2`, each summing to 1 (as OpenCV's
+  `getGaussianKernel` and scipy's `gaussian_filter` with `radius=(K-1)/2`). Without `sigma`,
+  each axis uses OpenCV's default `0.3*((K-1)/2 - 1) + 0.8`. Any number of axes.
+- `gabor K theta=T sigma=S lambda=L [gamma=G] [psi=P]`: the real Gabor function
+  `exp(-(x'^2 + G^2 y'^2) / (2 S^2)) * cos(2 pi x'/L + P)` with `x' = x cos T + y sin T`,
+  `y' = -x sin T + y cos T`, where x runs right and y runs *up* from the kernel centre
+  `((Kw-1)/2, (Kh-1)/2)`. So `theta` is measured counter-clockwise from the width axis as
+  the image is seen: `theta=0` responds to stripes that vary along the width (vertical
+  bars), `theta=90` to horizontal bars. Angles `theta` and `psi` are in degrees (the
+  language has no pi); defaults `theta=0`, `gamma=0.5`, `psi=0` (even, cosine phase;
+  OpenCV's `getGaborKernel` defaults to psi = 90 degrees and builds its kernel flipped).
+  Not normalised. 2-D only.
+
+Padding: `same` (the default) keeps the size: a total of K-1 zeros per axis, half before and
+the rest (one more for even K) after, as `conv ... same` at stride 1 and XLA's `SAME`. So a
+border pixel sees zeros beyond the edge (`sobel` responds to the image border; write
+`pad 1 reflect -> filter sobel valid` to avoid that). `valid` (= `p0`) shrinks each axis by
+K-1; `pN` pads N zeros per side.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+from .. import ast
+from ..errors import ArgumentError, Span
+from ..shape import Shape, fmt_size
+from .base import (
+    FLOAT,
+    REQUIRED,
+    SIZE,
+    SIZE0,
+    ApplyCtx,
+    Args,
+    Env,
+    Kind,
+    Op,
+    P,
+    ShapeCtx,
+    Window,
+    bcast,
+    choice,
+    needs_spatial,
+    per_axis,
+    register,
+)
+from .conv import conv_apply
+
+KINDS = ("sobel", "laplacian", "sharpen", "blur", "gaussian", "gabor")
+FIXED_3X3 = ("sobel", "laplacian", "sharpen")  # no size argument
+TWO_D = ("sobel", "laplacian", "sharpen", "gabor")
+GABOR_DEFAULTS = {"theta": 0.0, "lambda": None, "gamma": 0.5, "psi": 0.0}  # options only gabor takes
+USAGE = {
+    "sobel": "filter sobel",
+    "laplacian": "filter laplacian",
+    "sharpen": "filter sharpen",
+    "blur": "filter blur 3",
+    "gaussian": "filter gaussian 5 sigma=1",
+    "gabor": "filter gabor 7 theta=45 sigma=2 lambda=4",
+}
+
+
+def _positive(v: ast.Value, env: Env, span: Span) -> float:
+    x = FLOAT.convert(v, env, span)
+    if x <= 0:
+        raise ArgumentError(f"expected a number > 0, got {x:g}", span)
+    return x
+
+
+POSITIVE = Kind("a number > 0", _positive, fmt=FLOAT.fmt)
+
+
+def _gaussian_1d(k: int, sigma: float) -> Any:
+    import numpy as np
+
+    t = np.arange(k) - (k - 1) / 2
+    g = np.exp(-(t**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def kernel_maps(a: Args, kernel: tuple[int, ...]) -> Any:
+    """The filter's maps as a float64 array `(M, *kernel[::-1])` (array order: rows first)."""
+    import numpy as np
+
+    if a.kind == "sobel":
+        gx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], float)
+        return np.stack([gx, gx.T])
+    if a.kind == "laplacian":
+        return np.array([[[0, 1, 0], [1, -4, 1], [0, 1, 0]]], float)
+    if a.kind == "sharpen":
+        return np.array([[[0, -1, 0], [-1, 5, -1], [0, -1, 0]]], float)
+    if a.kind == "blur":
+        return np.full((1, *kernel[::-1]), 1.0 / math.prod(kernel))
+    if a.kind == "gaussian":
+        out = np.ones(())
+        for k in kernel[::-1]:  # array order, so the outer product is (.., H, W)
+            sigma = a.sigma if a.sigma is not None else 0.3 * ((k - 1) / 2 - 1) + 0.8
+            out = np.multiply.outer(out, _gaussian_1d(k, sigma))
+        return out[None]
+    # gabor: x to the right, y up, from the centre; array row r has y = centre - r.
+    kw, kh = kernel
+    x = np.arange(kw) - (kw - 1) / 2
+    y = (kh - 1) / 2 - np.arange(kh)
+    x, y = np.meshgrid(x, y)  # (kh, kw)
+    th, psi = math.radians(a.theta), math.radians(a.psi)
+    xr = x * math.cos(th) + y * math.sin(th)
+    yr = -x * math.sin(th) + y * math.cos(th)
+    env = np.exp(-(xr**2 + a.gamma**2 * yr**2) / (2 * a.sigma**2))
+    return (env * np.cos(2 * math.pi * xr / a["lambda"] + psi))[None]
+
+
+@register
+class Filter(Op):
+    name = "filter"
+    doc = (
+        "a classic fixed kernel on each channel: sobel (2 maps per channel: x then y), laplacian, "
+        "sharpen, blur K, gaussian K sigma=S, gabor K theta=T sigma=S lambda=L; keeps the size (same)"
+    )
+    example = "filter gaussian 5 sigma=1"
+    params = (
+        P("kind", choice(*KINDS), REQUIRED, positional=True, doc="a filter: " + ", ".join(KINDS)),
+        P("size", SIZE, None, positional=True, doc="a kernel size, like `5` or `5x3`"),
+        P("pad", SIZE0, "same", short="p", flags=(("same", "same"), ("valid", (0,)))),
+        P("sigma", POSITIVE, None, doc="the Gaussian's standard deviation in pixels"),
+        P("theta", FLOAT, GABOR_DEFAULTS["theta"], doc="the Gabor orientation in degrees"),
+        P("lambda", POSITIVE, GABOR_DEFAULTS["lambda"], doc="the Gabor wavelength in pixels"),
+        P("gamma", POSITIVE, GABOR_DEFAULTS["gamma"], doc="the Gabor aspect ratio"),
+        P("psi", FLOAT, GABOR_DEFAULTS["psi"], doc="the Gabor phase offset in degrees"),
+    )
+
+    def _check_args(self, a: Args, ctx: ShapeCtx) -> None:
+        usage = f"usage: `{USAGE[a.kind]}`"
+        if a.kind in FIXED_3X3 and a.size not in (None, (3,), (3, 3)):
+            raise ArgumentError(
+                f"`filter {a.kind}` is always 3x3, got size {fmt_size(a.size)}", ctx.span, hints=[usage]
+            )
+        if a.kind not in FIXED_3X3 and a.size is None:
+            raise ArgumentError(f"`filter {a.kind}` needs a kernel size", ctx.span, hints=[usage])
+        given = [n for n, d in GABOR_DEFAULTS.items() if a[n] != d]
+        if a.kind != "gabor" and given:
+            raise ArgumentError(
+                f"`{given[0]}` is an option of `filter gabor`, not `filter {a.kind}`", ctx.span, hints=[usage]
+            )
+        if a.sigma is not None and a.kind not in ("gaussian", "gabor"):
+            raise ArgumentError(
+                f"`sigma` is an option of `filter gaussian` and `filter gabor`, not `filter {a.kind}`",
+                ctx.span,
+                hints=[usage],
+            )
+        if a.kind == "gabor" and (a.sigma is None or a["lambda"] is None):
+            missing = " and ".join(f"`{n}=`" for n in ("sigma", "lambda") if a[n] is None)
+            raise ArgumentError(f"`filter gabor` needs {missing}", ctx.span, hints=[usage])
+
+    def _kernel(self, a: Args, rank: int) -> tuple[int, ...]:
+        return bcast(a.size, rank) if a.size is not None else (3,) * rank
+
+    def _maps(self, a: Args) -> int:
+        return 2 if a.kind == "sobel" else 1
+
+    def _pads(self, a: Args, x: Shape) -> tuple[tuple[int, int], ...]:
+        k = self._kernel(a, x.rank)
+        if a.pad == "same":
+            return tuple(((ki - 1) // 2, ki - 1 - (ki - 1) // 2) for ki in k)
+        return tuple((pi, pi) for pi in bcast(a.pad, x.rank))
+
+    def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
+        self._check_args(a, ctx)
+        needs_spatial(x, ctx, f"filter {a.kind}")
+        if a.kind in TWO_D and x.rank != 2:
+            raise ctx.error(
+                f"`filter {a.kind}` works on images (D@WxH), but gets {x}",
+                "`filter blur K` and `filter gaussian K` work on any number of axes",
+            )
+        if a.size is not None:
+            per_axis(a.size, x, "the kernel", ctx)
+        if a.pad != "same":
+            per_axis(a.pad, x, "the padding", ctx)
+        k = self._kernel(a, x.rank)
+        pads = self._pads(a, x)
+        out = tuple(w + b + e - ki + 1 for w, (b, e), ki in zip(x.spatial, pads, k))
+        if any(o < 1 for o in out):
+            need = tuple(ki - b - e for ki, (b, e) in zip(k, pads))
+            raise ctx.error(
+                f"{ctx.text} needs an input of at least {fmt_size(need)}, but gets {x}",
+                "use `same` padding (the default), a smaller kernel, or pool less before it",
+            )
+        return Shape(x.depth * self._maps(a), out)
+
+    def count(self, a: Args, x: Shape, y: Shape) -> tuple[int, int]:
+        return 0, y.depth * math.prod(self._kernel(a, x.rank))
+
+    def macs(self, a: Args, x: Shape, y: Shape) -> int:
+        return y.size * math.prod(self._kernel(a, x.rank))
+
+    def window(self, a: Args, x: Shape, y: Shape) -> Window:
+        k = self._kernel(a, x.rank)
+        return Window(k, (Fraction(1),) * x.rank, tuple(Fraction(b) for b, _ in self._pads(a, x)))
+
+    def init(self, a: Args, x: Shape, y: Shape, key: Any) -> dict[str, tuple[str, Any]]:
+        import jax.numpy as jnp
+        import numpy as np
+
+        maps = kernel_maps(a, self._kernel(a, x.rank))  # (M, *k[::-1])
+        per_channel = np.moveaxis(maps, 0, -1)[..., None, :]  # (*k[::-1], 1, M)
+        tiled = np.tile(per_channel, (1,) * x.rank + (1, x.depth))  # channel c*M + m = map m
+        return {"kernel": ("fixed", jnp.asarray(tiled, jnp.float32))}
+
+    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
+        ones = (1,) * ctx.x.rank
+        kernel = p["kernel"].astype(x.dtype)
+        return conv_apply(x, kernel, ones, self._pads(a, ctx.x), ones, ctx.x.depth)
