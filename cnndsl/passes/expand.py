@@ -7,6 +7,9 @@ Naming (the keys of variables and checkpoints):
 - `concat {...}`/`add {...}` are named like layers (`concat1`) and each branch is a scope
   below it (`concat1.branch2.conv1`); a `residual`'s body stays in the current scope and its
   `project` chain is the scope `project` (`project2`, ... when there are several).
+
+`save NAME` is visible to later `concat NAME`/`add NAME` in the same chain and in branches
+and projections below it; a save inside a branch, a residual body or a block ends with it.
 """
 
 from __future__ import annotations
@@ -91,15 +94,20 @@ class _Expander:
                 return out
             case ast.Residual():
                 path = scope.name("add", it.alias, it.span)
+                # The body is named in this scope, but like any branch its saves end with it.
+                saves = dict(scope.saves)
                 body = self.chain(it.body, env, scope)
+                scope.saves = saves
                 if not body.items:
                     raise CnnSyntaxError("a `residual` body is empty", it.span)
                 proj = ir.Chain()
                 if it.project is not None:
-                    k = sum(1 for n in scope.used if n == "project" or n.startswith("project"))
-                    pname = "project" if k == 0 else f"project{k + 1}"
+                    pname, k = "project", 1
+                    while pname in scope.used:
+                        k += 1
+                        pname = f"project{k}"
                     scope.used[pname] = it.span
-                    proj = self.chain(it.project, env, _Scope((*scope.path, pname)))
+                    proj = self.chain(it.project, env, _Scope((*scope.path, pname), saves=dict(saves)))
                 return [ir.Merge(kind="add", branches=(body, proj), path=path, residual=True, span=it.span, sites=self.sites)]
             case ast.Branches():
                 path = scope.name(it.kind, it.alias, it.span)

@@ -31,7 +31,11 @@ class _Infer(Walker[Value]):
         return dataclasses.replace(n, x=shape, y=y), (y, _who(n))
 
     def merge(self, n, xs, labels):
-        y = MERGES[n.kind].infer([s for s, _ in xs], labels, n.span)
+        try:
+            y = MERGES[n.kind].infer([s for s, _ in xs], labels, n.span)
+        except CnnError as e:
+            e.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)]
+            raise
         return dataclasses.replace(n, y=y), (y, f"`{n.kind}` at {n.span}")
 
     def save(self, n, x):

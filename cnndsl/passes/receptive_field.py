@@ -50,6 +50,7 @@ class _Trace(Walker["ir.RF | None"]):
                         f"{n.kind}: the grids of {labels[0]} and {lab} do not line up "
                         f"(jump {_fmt(first.jump)} vs {_fmt(f.jump)}, centre {_fmt(first.start)} vs {_fmt(f.start)})",
                         n.span,
+                        notes=[f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)],
                         hints=["their pixels come from different input positions; check strides and padding"],
                     )
                 )
