@@ -47,7 +47,9 @@ def time_layer(n: ir.Layer, impl: str, batch: int, train: bool, reps: int = 7) -
     """Median seconds of one jitted call of layer `n` alone with lowering `impl`."""
     op = REGISTRY[n.op]
     assert n.x is not None and n.y is not None
-    p = {k: v for k, (_, v) in op.init(n.args, n.x, n.y, jax.random.key(0)).items()}
+    import numpy as np
+
+    p = {k: jnp.asarray(v) for k, (_, v) in op.init(n.args, n.x, n.y, np.random.default_rng(0)).items()}
     x = jax.random.normal(jax.random.key(1), n.x.array_shape(batch), jnp.float32)
 
     def f(p: dict, x: jax.Array) -> jax.Array:

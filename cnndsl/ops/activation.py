@@ -73,10 +73,10 @@ class PRelu(Op):
     def count(self, a, x, y):
         return 1, 0
 
-    def init(self, a, x, y, key):
-        import jax.numpy as jnp
+    def init(self, a, x, y, rng):
+        import numpy as np
 
-        return {"slope": ("params", jnp.asarray(0.01, jnp.float32))}
+        return {"slope": ("params", np.asarray(0.01, np.float32))}
 
     def apply(self, a, p, x, ctx):
         import jax.numpy as jnp

@@ -339,8 +339,10 @@ class Op:
     def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
         return self.lowerings[0]
 
-    # lowering: {name: (collection, array)} with collection in params/batch_stats/fixed
-    def init(self, a: Args, x: Shape, y: Shape, key: Any) -> dict[str, tuple[str, Any]]:
+    # initial variables {name: (collection, NumPy array)}, collection in params/batch_stats/
+    # fixed; `rng` is a NumPy Generator (drawing on the host avoids compiling an RNG kernel
+    # per weight shape, which took seconds on CPU)
+    def init(self, a: Args, x: Shape, y: Shape, rng: Any) -> dict[str, tuple[str, Any]]:
         return {}
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:

@@ -98,11 +98,25 @@ def _dimension_numbers(rank: int) -> tuple[str, str, str]:
     return (f"N{sp}C", f"{sp}IO", f"N{sp}C")
 
 
-def lecun_kernel(key: Any, shape: tuple[int, ...]) -> Any:
-    """Flax's default kernel initialiser (LeCun normal; fan-in = all but the last axis)."""
-    import jax
+def lecun_kernel(rng: Any, shape: tuple[int, ...]) -> Any:
+    """Flax's default kernel initialiser, LeCun normal (`variance_scaling(1, "fan_in",
+    "truncated_normal")`; fan-in = all axes but the last), drawn with NumPy: a truncated
+    standard normal on [-2, 2] scaled to variance 1/fan_in. `rng`: a NumPy Generator, or a
+    JAX key when traced (`jax.eval_shape(net.init, key)`)."""
+    import numpy as np
 
-    return jax.nn.initializers.lecun_normal()(key, shape)
+    if not isinstance(rng, np.random.Generator):
+        import jax
+
+        return jax.nn.initializers.lecun_normal()(rng, shape)
+
+    std = np.sqrt(1.0 / math.prod(shape[:-1])) / 0.87962566103423978  # std of N(0,1) cut at ±2
+    z = rng.standard_normal(shape)
+    bad = np.abs(z) > 2
+    while bad.any():
+        z[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(z) > 2
+    return (z * std).astype(np.float32)
 
 
 def conv_apply(x: Any, kernel: Any, strides, padding, dilation, groups: int, lhs_dilation=None, accumulate=None) -> Any:
@@ -147,9 +161,9 @@ def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size, accu
 
 
 def _bias_init(f: int) -> tuple[str, Any]:
-    import jax.numpy as jnp
+    import numpy as np
 
-    return ("params", jnp.zeros((f,), jnp.float32))
+    return ("params", np.zeros((f,), np.float32))
 
 
 class _ConvBase(Op):

@@ -218,14 +218,13 @@ class Filter(Op):
         k = self._kernel(a, x.rank)
         return Window(k, (Fraction(1),) * x.rank, tuple(Fraction(b) for b, _ in self._pads(a, x)))
 
-    def init(self, a: Args, x: Shape, y: Shape, key: Any) -> dict[str, tuple[str, Any]]:
-        import jax.numpy as jnp
+    def init(self, a: Args, x: Shape, y: Shape, rng: Any) -> dict[str, tuple[str, Any]]:
         import numpy as np
 
         maps = kernel_maps(a, self._kernel(a, x.rank))  # (M, *k[::-1])
         per_channel = np.moveaxis(maps, 0, -1)[..., None, :]  # (*k[::-1], 1, M)
         tiled = np.tile(per_channel, (1,) * x.rank + (1, x.depth))  # channel c*M + m = map m
-        return {"kernel": ("fixed", jnp.asarray(tiled, jnp.float32))}
+        return {"kernel": ("fixed", np.asarray(tiled, np.float32))}
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         ones = (1,) * ctx.x.rank

@@ -14,9 +14,9 @@ from .base import FLOAT, PROB, ApplyCtx, Args, Op, P, per_channel, register
 
 
 def _ones_zeros(d: int) -> tuple[Any, Any]:
-    import jax.numpy as jnp
+    import numpy as np
 
-    return jnp.ones((d,), jnp.float32), jnp.zeros((d,), jnp.float32)
+    return np.ones((d,), np.float32), np.zeros((d,), np.float32)
 
 
 @register

@@ -1,0 +1,181 @@
+"""`cnndsl train`, `cnndsl predict` and `cnndsl eval`.
+
+    cnndsl train examples/digits.cnn --epochs 3 --lr 0.01 --out runs/digits
+    cnndsl train examples/digits.cnn --out runs/digits --resume --epochs 6
+    cnndsl predict examples/digits.cnn --weights runs/digits seven.png
+    cnndsl eval examples/digits.cnn --weights runs/digits --split test
+
+Every `train { ... }` setting is an option of `cnndsl train` (`label_smoothing` is
+`--label-smoothing`); its text is read as it would be in the file. JAX is imported only
+when a command runs, so `cnndsl compile` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .training.config import SETTINGS
+
+BOOL_SETTINGS = ("grayscale", "resize")
+# How an option's value is written on the command line, where it differs from the file.
+CLI_FORMS = {
+    "data": "SPEC",
+    "classes": "C,C,...",
+    "augment": "AUG[,AUG]",
+    "freeze": "PATTERN[,PATTERN]",
+    "init": "CKPT",
+    "optimizer": "NAME(...)",
+    "schedule": "NAME(...)",
+    "normalize": "KIND",
+    "loss": "NAME",
+}
+
+
+def register(sub: Any) -> None:
+    """Add `train`, `predict` and `eval` to the `cnndsl` sub-command parser."""
+    t = sub.add_parser(
+        "train",
+        help="train a network as its train section says",
+        description="Train a .cnn network. Options override the file's `train { ... }` settings.",
+    )
+    t.add_argument("spec", metavar="FILE", help="the .cnn file")
+    run = t.add_argument_group("the run")
+    run.add_argument("--out", metavar="DIR", help="output folder (default runs/<network name>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
+    run.add_argument("--max-time", type=float, metavar="SECONDS", help="stop after the step that passes this time, and save")
+    run.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps in all, and save")
+    run.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over the first N devices")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="show a progress bar (default: on a terminal)")
+    run.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True, help="write history.png")
+    run.add_argument("--quiet", action="store_true", help="print nothing")
+    settings = t.add_argument_group("settings (override the file's train section)")
+    for s in SETTINGS.values():
+        flag = "--" + s.name.replace("_", "-")
+        if s.name in BOOL_SETTINGS:
+            settings.add_argument(flag, dest=f"set_{s.name}", nargs="?", const="true", metavar="true|false", help=s.help)
+        else:
+            settings.add_argument(flag, dest=f"set_{s.name}", metavar=CLI_FORMS.get(s.name, s.form), help=s.help)
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="top-k classes of image files")
+    p.add_argument("spec", metavar="FILE", help="the .cnn file")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _weights_args(p)
+    p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("eval", help="accuracy and confusion matrix on a data set")
+    e.add_argument("spec", metavar="FILE", help="the .cnn file")
+    _weights_args(e)
+    e.add_argument("--data", metavar="SPEC", help="the data set (default: the one the weights were trained on)")
+    e.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split (default test)")
+    e.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over the first N devices")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=cmd_eval)
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, metavar="CKPT", help="a run folder, its checkpoints folder, or a step folder")
+    p.add_argument("--which", choices=("best", "latest"), default=None, help="which checkpoint of a run (default: best, else latest)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .net import load
+    from .training.loop import train
+
+    overrides = {k: getattr(args, f"set_{k}") for k in SETTINGS if getattr(args, f"set_{k}") is not None}
+    result = train(
+        load(args.spec),
+        overrides=overrides,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        max_time=args.max_time,
+        max_steps=args.max_steps,
+        devices=args.devices,
+        progress=args.progress,
+        quiet=args.quiet,
+        plot=args.plot,
+    )
+    return 130 if result.stopped == "interrupted" else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .net import load
+    from .training.evaluation import predict
+
+    preds = predict(load(args.spec), args.weights, args.images, top=args.top, which=args.which)
+    if args.json:
+        doc = [{"image": p.path, "top": [{"class": i, "name": n, "probability": q} for i, n, q in p.top]} for p in preds]
+        print(json.dumps(doc, indent=2))
+        return 0
+    for p in preds:
+        print(p.path)
+        width = max(len(n) for _, n, _ in p.top)
+        for rank, (i, name, q) in enumerate(p.top, 1):
+            label = name if name == str(i) else f"{name} ({i})"
+            print(f"  {rank}. {label:<{width + 5}} {100 * q:6.2f}%")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .net import load
+    from .training.evaluation import evaluate
+
+    ev = evaluate(load(args.spec), args.weights, data=args.data, split=args.split, which=args.which, devices=args.devices)
+    if args.json:
+        doc = {
+            "weights": ev.checkpoint,
+            "data": ev.source,
+            "split": ev.split,
+            "examples": ev.examples,
+            "loss": ev.loss,
+            "accuracy": ev.accuracy,
+            "top5": ev.top5,
+            "class_names": list(ev.class_names),
+            "confusion": None if ev.confusion is None else ev.confusion.tolist(),
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False, soft_wrap=True)
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.2f}%"
+
+    epoch = f" (after epoch {ev.epoch})" if ev.epoch is not None else ""
+    c.print(f"weights {ev.checkpoint}{epoch}")
+    c.print(f"data    {ev.source} · {ev.split} split · {ev.examples:,} examples")
+    loss = "–" if ev.loss is None else f"{ev.loss:.4f}"
+    c.print(f"accuracy {pct(ev.accuracy)} · top-5 {pct(ev.top5)} · loss {loss}")
+    if ev.confusion is None:
+        return 0
+    k = len(ev.confusion)
+    if k > 30:
+        c.print(f"(the confusion matrix has {k} classes: see --json)")
+        return 0
+    names = [str(n) for n in ev.class_names][:k] + [str(i) for i in range(len(ev.class_names), k)]
+    table = Table(title="confusion matrix: rows are true classes, columns predicted", title_justify="left")
+    table.add_column("true \\ predicted")
+    for n in names:
+        table.add_column(n[:10], justify="right")
+    table.add_column("recall", justify="right")
+    for i, row in enumerate(ev.confusion):
+        cells = [f"[bold]{v}[/]" if i == j and v else (str(v) if v else "[dim]·[/]") for j, v in enumerate(row)]
+        recall = row[i] / row.sum() if row.sum() else None
+        table.add_row(names[i], *cells, pct(recall))
+    c.print(table)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

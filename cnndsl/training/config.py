@@ -1,0 +1,486 @@
+"""The `train { ... }` section: settings -> a `TrainConfig`, with CLI overrides. No JAX here.
+
+    train {
+      data = "mnist:../shared/data/mnist"
+      optimizer = adam(lr=0.001)
+      schedule = cosine
+      epochs = 8
+    }
+
+Each setting is one entry of `SETTINGS`: its name, the value it takes and a function that
+reads the written value (an `ast` node) into `TrainConfig` fields. `cnndsl train` offers every
+setting as an option (`--epochs 3`, `--optimizer "sgd(lr=0.1, momentum=0.9)"`); the option's
+text is read as the same value would be in the file. Mistakes raise `CnnError`s that point at
+the setting (file:line:col), or name the option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from .. import ast
+from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, Span, did_you_mean
+
+# Optimizers and their keyword arguments with defaults (`lr` first: a positional argument).
+OPTIMIZERS: dict[str, dict[str, float | bool]] = {
+    "sgd": {"lr": 0.01, "momentum": 0.0, "nesterov": False},
+    "adam": {"lr": 0.001, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    "adamw": {"lr": 0.001, "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    "rmsprop": {"lr": 0.001, "decay": 0.9, "momentum": 0.0, "eps": 1e-8},
+}
+# Schedules and their arguments; None marks a required one.
+SCHEDULES: dict[str, dict[str, float | None]] = {
+    "constant": {},
+    "step": {"every": None, "gamma": 0.1},
+    "cosine": {"min": 0.0},
+    "warmup": {"steps": None},
+}
+LOSSES = ("crossentropy", "mse", "bce")
+NORMALIZE = {"none": "none", "scale": "0-1", "0-1": "0-1", "standardize": "standardize"}
+AUGMENTATIONS: dict[str, dict[str, float | None]] = {"crop": {"pad": 4}, "flip": {}}
+TRUE, FALSE = ("true", "yes", "on"), ("false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """Every training setting, resolved. `TrainConfig()` is the default recipe.
+
+    `lr=None` means the optimizer's own `lr=` (or its default); `opt_args` and
+    `schedule_args` hold only what was written.
+    """
+
+    data: str = "digits"
+    classes: tuple[int, ...] | None = None
+    val: float = 0.1
+    normalize: str = "standardize"
+    grayscale: bool = False
+    resize: bool = False
+    loss: str = "crossentropy"
+    label_smoothing: float = 0.0
+    optimizer: str = "adam"
+    opt_args: tuple[tuple[str, float | bool], ...] = ()
+    lr: float | None = None
+    schedule: str = "constant"
+    schedule_args: tuple[tuple[str, float], ...] = ()
+    warmup: int = 0
+    batch: int = 64
+    epochs: int = 10
+    seed: int = 0
+    crop: int = 0
+    flip: bool = False
+    freeze: tuple[str, ...] = ()
+    init: str | None = None
+
+    # -- derived ------------------------------------------------------------------------
+    def opt_kwargs(self) -> dict[str, float | bool]:
+        """The optimizer's arguments with defaults filled in, `lr` resolved."""
+        kw = dict(OPTIMIZERS[self.optimizer]) | dict(self.opt_args)
+        if self.lr is not None:
+            kw["lr"] = self.lr
+        return kw
+
+    def schedule_kwargs(self) -> dict[str, float]:
+        kw = {k: v for k, v in SCHEDULES[self.schedule].items() if v is not None} | dict(self.schedule_args)
+        return kw  # type: ignore[return-value]
+
+    def describe_optimizer(self) -> str:
+        kw = self.opt_kwargs()
+        shown = {k: v for k, v in kw.items() if k == "lr" or v != OPTIMIZERS[self.optimizer][k]}
+        return f"{self.optimizer}({', '.join(f'{k}={_fmt(v)}' for k, v in shown.items())})"
+
+    def describe_schedule(self) -> str:
+        kw = dict(self.schedule_args)
+        text = self.schedule + (f"({', '.join(f'{k}={_fmt(v)}' for k, v in kw.items())})" if kw else "")
+        return text + (f" after {self.warmup} warm-up steps" if self.warmup else "")
+
+    def describe_augment(self) -> str:
+        parts = ([f"crop(pad={self.crop})"] if self.crop else []) + (["flip"] if self.flip else [])
+        return ", ".join(parts) or "none"
+
+    # -- JSON (checkpoint metadata) -----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["opt_args"] = dict(self.opt_args)
+        d["schedule_args"] = dict(self.schedule_args)
+        return json.loads(json.dumps(d))
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("opt_args", "schedule_args"):
+            kw[k] = tuple(dict(kw.get(k) or {}).items())
+        for k in ("freeze",):
+            kw[k] = tuple(kw.get(k) or ())
+        if kw.get("classes") is not None:
+            kw["classes"] = tuple(kw["classes"])
+        return TrainConfig(**kw)
+
+    def diff(self, other: TrainConfig) -> list[str]:
+        """`["epochs 1 -> 2", ...]`: the settings that differ from `other`."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k} {_fmt(b[k])} -> {_fmt(a[k])}" for k in a if a[k] != b[k]]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(map(_fmt, v)) + ")"
+    return str(v)
+
+
+# --- reading values --------------------------------------------------------------------------
+class _Where:
+    """Where a value was written: a setting's span (file) or an option's name (CLI)."""
+
+    def __init__(self, setting: ast.Setting, option: str | None = None) -> None:
+        self.setting = setting
+        self.option = option
+
+    def error(self, cls: type[CnnError], message: str, node: Any = None, **kw: Any) -> CnnError:
+        if self.option is not None:
+            return cls(f"{self.option}: {message}", **kw)
+        span = getattr(node, "span", None)
+        if not isinstance(span, Span) or span.line == 0:
+            span = self.setting.span
+        return cls(message, span, **kw)
+
+
+def _number(node: Any, w: _Where, what: str) -> Fraction:
+    from ..ops.base import evaluate
+
+    if isinstance(node, (ast.Num, ast.Neg, ast.BinOp)):
+        return evaluate(node, {})
+    raise w.error(ArgumentError, f"`{w.setting.key}` needs {what}, got {_describe(node)}", node)
+
+
+def _float(node: Any, w: _Where, *, lo: float | None = None, hi: float | None = None, open_hi: bool = False) -> float:
+    v = _number(node, w, "a number")
+    if (lo is not None and v < lo) or (hi is not None and (v >= hi if open_hi else v > hi)):
+        rng = f"at least {lo:g}" if hi is None else f"from {lo:g} to {'below ' if open_hi else ''}{hi:g}"
+        raise w.error(ArgumentError, f"`{w.setting.key}` must be {rng}, got {float(v):g}", node)
+    return float(v)
+
+
+def _int(node: Any, w: _Where, *, lo: int = 0) -> int:
+    v = _number(node, w, "a whole number")
+    if v.denominator != 1:
+        raise w.error(ArgumentError, f"`{w.setting.key}` must be a whole number, got {float(v):g}", node)
+    if v < lo:
+        raise w.error(ArgumentError, f"`{w.setting.key}` must be at least {lo}, got {v}", node)
+    return int(v)
+
+
+def _bool(node: Any, w: _Where) -> bool:
+    name = node.name.lower() if isinstance(node, ast.Var) else node.value.lower() if isinstance(node, ast.Str) else None
+    if isinstance(node, ast.Num) and node.value in (0, 1):
+        return bool(node.value)
+    if name in TRUE or name in FALSE:
+        return name in TRUE
+    raise w.error(ArgumentError, f"`{w.setting.key}` is `true` or `false`, got {_describe(node)}", node)
+
+
+def _text(node: Any, w: _Where, what: str) -> str:
+    if isinstance(node, ast.Str):
+        return node.value
+    if isinstance(node, ast.Var):
+        return node.name
+    raise w.error(ArgumentError, f"`{w.setting.key}` needs {what}, got {_describe(node)}", node)
+
+
+def _choice(node: Any, w: _Where, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    name = _text(node, w, "a name: " + ", ".join(f"`{c}`" for c in choices))
+    if name not in choices:
+        raise w.error(
+            CnnNameError,
+            f"unknown {w.setting.key} `{name}`",
+            node,
+            notes=["choose one of " + ", ".join(f"`{c}`" for c in choices)],
+            hints=did_you_mean(name, choices),
+        )
+    return name
+
+
+def _call(node: Any, w: _Where, table: Mapping[str, Mapping[str, Any]], what: str) -> tuple[str, dict[str, Any]]:
+    """`name` or `name(a, key=b)` checked against `table[name]`'s arguments (in order)."""
+    if isinstance(node, ast.SettingCall):
+        name, args, kwargs = node.name, node.args, node.kwargs
+    else:
+        name, args, kwargs = _text(node, w, f"a {what} name"), (), ()
+    if name not in table:
+        raise w.error(
+            CnnNameError,
+            f"unknown {what} `{name}`",
+            node,
+            notes=["choose one of " + ", ".join(f"`{c}`" for c in table)],
+            hints=did_you_mean(name, table),
+        )
+    known = table[name]
+    out: dict[str, Any] = {}
+    if len(args) > len(known):
+        raise w.error(ArgumentError, f"`{name}` takes at most {len(known)} positional arguments", node)
+    for key, value in zip(known, args, strict=False):
+        out[key] = value
+    for key, value in kwargs:
+        if key not in known:
+            raise w.error(
+                CnnNameError,
+                f"`{name}` has no argument `{key}`",
+                value,
+                notes=[f"`{name}` takes " + (", ".join(f"`{k}`" for k in known) or "no arguments")],
+                hints=did_you_mean(key, known),
+            )
+        if key in out:
+            raise w.error(ArgumentError, f"`{name}` got `{key}` twice", value)
+        out[key] = value
+    missing = [k for k, v in known.items() if v is None and k not in out]
+    if missing:
+        raise w.error(
+            ArgumentError,
+            f"`{name}` needs `{missing[0]}=`",
+            node,
+            hints=[f"e.g. `{name}({missing[0]}=10)`"],
+        )
+    return name, out
+
+
+def _describe(node: Any) -> str:
+    match node:
+        case ast.Str(value=v):
+            return f'the string "{v}"'
+        case ast.Var(name=n):
+            return f"the name `{n}`"
+        case ast.Tuple():
+            return "a list"
+        case ast.SettingCall(name=n):
+            return f"a call `{n}(...)`"
+        case ast.Num(value=v):
+            return f"the number {float(v):g}"
+    return "a value of another kind"
+
+
+def _items(node: Any) -> tuple[Any, ...]:
+    return node.items if isinstance(node, ast.Tuple) else (node,)
+
+
+# --- the settings ----------------------------------------------------------------------------
+Reader = Callable[[Any, _Where], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SettingDef:
+    """One `train` setting: its name, the form of its value, help, and its reader."""
+
+    name: str
+    form: str
+    help: str
+    read: Reader = field(repr=False)
+    raw_cli: bool = False  # the CLI text is taken as it is (paths, patterns)
+
+
+def _read_data(v: Any, w: _Where) -> dict[str, Any]:
+    return {"data": _text(v, w, 'a data set: `digits`, "mnist:DIR", "fashion-mnist:DIR", "FILE.npz" or "DIR"')}
+
+
+def _read_classes(v: Any, w: _Where) -> dict[str, Any]:
+    if isinstance(v, ast.Var) and v.name == "all":
+        return {"classes": None}
+    classes = tuple(_int(x, w) for x in _items(v))
+    if len(set(classes)) != len(classes):
+        raise w.error(ArgumentError, "`classes` lists a class twice", v)
+    return {"classes": classes}
+
+
+def _read_normalize(v: Any, w: _Where) -> dict[str, Any]:
+    return {"normalize": NORMALIZE[_choice(v, w, NORMALIZE)]}
+
+
+def _read_optimizer(v: Any, w: _Where) -> dict[str, Any]:
+    name, kw = _call(v, w, OPTIMIZERS, "optimizer")
+    args: dict[str, float | bool] = {}
+    for k, node in kw.items():
+        if isinstance(OPTIMIZERS[name][k], bool):
+            args[k] = _bool(node, w)
+        elif k == "lr":
+            args[k] = _float(node, w, lo=0)
+        else:
+            args[k] = _float(node, w, lo=0, hi=1, open_hi=k in ("b1", "b2", "decay", "momentum"))
+    if name == "sgd" and args.get("nesterov") and not args.get("momentum"):
+        raise w.error(ArgumentError, "`nesterov=true` needs a momentum", v, hints=["e.g. `sgd(lr=0.1, momentum=0.9, nesterov=true)`"])
+    return {"optimizer": name, "opt_args": tuple(args.items())}
+
+
+def _read_schedule(v: Any, w: _Where) -> dict[str, Any]:
+    name, kw = _call(v, w, SCHEDULES, "schedule")
+    args: dict[str, float] = {}
+    for k, node in kw.items():
+        if k in ("every", "steps"):
+            args[k] = float(_int(node, w, lo=1))
+        elif k == "gamma":
+            args[k] = _float(node, w, lo=0, hi=1)
+        else:
+            args[k] = _float(node, w, lo=0)
+    if name == "warmup":  # `schedule = warmup(steps=N)`: a constant rate after N warm-up steps
+        return {"schedule": "constant", "schedule_args": (), "warmup": int(args["steps"])}
+    return {"schedule": name, "schedule_args": tuple(args.items())}
+
+
+def _read_augment(v: Any, w: _Where) -> dict[str, Any]:
+    out: dict[str, Any] = {"crop": 0, "flip": False}
+    items = _items(v)
+    if isinstance(v, ast.Str):
+        items = _parse_list(v.value, w)
+    for item in items:
+        if isinstance(item, ast.Var) and item.name == "none" and len(items) == 1:
+            return out
+        name, kw = _call(item, w, AUGMENTATIONS, "augmentation")
+        if name == "crop":
+            out["crop"] = _int(kw["pad"], w, lo=1) if "pad" in kw else int(AUGMENTATIONS["crop"]["pad"] or 0)
+        else:
+            out["flip"] = True
+    return out
+
+
+def _read_freeze(v: Any, w: _Where) -> dict[str, Any]:
+    if isinstance(v, ast.Str):
+        pats = tuple(p.strip() for p in v.value.split(",") if p.strip())
+    else:
+        pats = tuple(_text(x, w, "layer names or quoted patterns") for x in _items(v))
+    return {"freeze": pats}
+
+
+def _read_init(v: Any, w: _Where) -> dict[str, Any]:
+    path = _text(v, w, 'a checkpoint path in quotes: init = "runs/source"')
+    return {"init": None if path in ("", "none") else path}
+
+
+def _simple(key: str, read: Callable[[Any, _Where], Any]) -> Reader:
+    return lambda v, w: {key: read(v, w)}
+
+
+SETTINGS: dict[str, SettingDef] = {
+    s.name: s
+    for s in (
+        SettingDef("data", "NAME or \"SPEC\"", "the data set: digits, mnist:DIR, fashion-mnist:DIR, FILE.npz, image DIR", _read_data, raw_cli=True),
+        SettingDef("classes", "(C, ...)", "train on these classes only, relabelled 0.. in order", _read_classes),
+        SettingDef("val", "FRACTION", "share of the training set held out for validation (default 0.1)", _simple("val", lambda v, w: _float(v, w, lo=0, hi=1, open_hi=True))),
+        SettingDef("normalize", "standardize|scale|none", "pixel normalisation: per-channel mean/std, /255, or raw 0..255", _read_normalize),
+        SettingDef("grayscale", "true|false", "convert RGB images to one channel", _simple("grayscale", _bool)),
+        SettingDef("resize", "true|false", "resize folder images to the input size", _simple("resize", _bool)),
+        SettingDef("loss", "|".join(LOSSES), "the loss (default crossentropy)", _simple("loss", lambda v, w: _choice(v, w, LOSSES))),
+        SettingDef("label_smoothing", "EPS", "mix EPS of a uniform distribution into the targets", _simple("label_smoothing", lambda v, w: _float(v, w, lo=0, hi=1, open_hi=True))),
+        SettingDef("optimizer", "NAME(lr=, ...)", "sgd(lr, momentum, nesterov), adam(lr, b1, b2, eps), adamw(lr, weight_decay, ...), rmsprop(lr, decay, momentum, eps)", _read_optimizer),
+        SettingDef("lr", "RATE", "the peak learning rate (overrides the optimizer's lr=)", _simple("lr", lambda v, w: _float(v, w, lo=0))),
+        SettingDef("schedule", "NAME(...)", "constant, step(every=EPOCHS, gamma=0.1), cosine(min=0), warmup(steps=N)", _read_schedule),
+        SettingDef("warmup", "STEPS", "linear warm-up from 0 over this many steps, before the schedule", _simple("warmup", lambda v, w: _int(v, w))),
+        SettingDef("batch", "N", "examples per step (default 64)", _simple("batch", lambda v, w: _int(v, w, lo=1))),
+        SettingDef("epochs", "N", "passes over the training set (default 10)", _simple("epochs", lambda v, w: _int(v, w))),
+        SettingDef("seed", "N", "seeds initialisation, shuffling, augmentation, dropout and the validation split", _simple("seed", lambda v, w: _int(v, w))),
+        SettingDef("augment", "crop(pad=P) | flip | (crop, flip) | none", "random crop with padding, random left-right flip", _read_augment, raw_cli=True),
+        SettingDef("freeze", "(NAME, ...) or \"PATTERN, ...\"", "layers that get no gradient and no optimizer state", _read_freeze, raw_cli=True),
+        SettingDef("init", "\"CHECKPOINT\"", "load matching layers by name from a checkpoint (transfer learning)", _read_init, raw_cli=True),
+    )
+}
+
+
+def _parse_value(text: str, key: str) -> Any:
+    """Read CLI text as a `train` value (the grammar's), e.g. `sgd(lr=0.1)` or `5,6,7`."""
+    from ..parse import parse
+
+    for candidate in (text, f"({text})") if "," in text and not text.lstrip().startswith("(") else (text,):
+        try:
+            (s,) = parse(f"train {{ {key} = {candidate} }}").train
+            return s.value
+        except CnnSyntaxError:
+            continue
+    raise ArgumentError(
+        f"--{key.replace('_', '-')}: cannot read `{text}`",
+        hints=[f"write it as in the file's train section: {SETTINGS[key].form}"],
+    )
+
+
+def _parse_list(text: str, w: _Where) -> tuple[Any, ...]:
+    """`"crop(pad=2), flip"` -> the calls, split at top-level commas."""
+    from ..parse import parse
+
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text + ","):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            if text[start:i].strip():
+                parts.append(text[start:i].strip())
+            start = i + 1
+    out = []
+    for part in parts:
+        try:
+            (s,) = parse(f"train {{ x = {part} }}").train
+        except CnnSyntaxError:
+            raise w.error(ArgumentError, f"cannot read `{part}` in `{w.setting.key}`") from None
+        out.append(s.value)
+    return tuple(out)
+
+
+# --- resolving -------------------------------------------------------------------------------
+def settings_to_config(settings: Iterable[ast.Setting], base: TrainConfig | None = None) -> TrainConfig:
+    """Apply `train { ... }` settings to `base` (default: the defaults). Raises `CnnError`s
+    carrying the setting's span: attach the source with `err.with_source(net.ir.source)`."""
+    cfg = base or TrainConfig()
+    seen: dict[str, ast.Setting] = {}
+    for s in settings:
+        if s.key not in SETTINGS:
+            raise CnnNameError(
+                f"unknown train setting `{s.key}`",
+                s.span,
+                notes=["settings: " + ", ".join(SETTINGS)],
+                hints=did_you_mean(s.key, SETTINGS) or ["see `cnndsl train --help`"],
+            )
+        if s.key in seen:
+            raise ArgumentError(f"`{s.key}` is set twice", s.span, notes=[f"first set at {seen[s.key].span}"])
+        seen[s.key] = s
+        cfg = dataclasses.replace(cfg, **SETTINGS[s.key].read(s.value, _Where(s)))
+    lr_call = "optimizer" in seen and "lr" in dict(cfg.opt_args)
+    if "lr" in seen and lr_call:
+        raise ArgumentError(
+            "the learning rate is set twice: by `lr` and by the optimizer's `lr=`",
+            seen["lr"].span,
+            hints=["keep one of them"],
+        )
+    return cfg
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, str | Any]) -> TrainConfig:
+    """Apply command-line overrides `{setting: text}` (`{"epochs": "3", "optimizer": "sgd(lr=0.1)"}`).
+
+    Text is read as the file's value would be; for `data`, `init`, `freeze` and `augment` it is
+    taken as written (a path, comma-separated patterns or augmentations). Non-text values
+    (numbers, booleans, tuples) are used as they are.
+    """
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in SETTINGS:
+            raise CnnNameError(f"unknown train setting `{key}`", hints=did_you_mean(key, SETTINGS))
+        option = f"--{key.replace('_', '-')}"
+        text = _to_text(value)
+        node = ast.Str(value=text) if SETTINGS[key].raw_cli else _parse_value(text, key)
+        setting = ast.Setting(key=key, value=node)
+        cfg = dataclasses.replace(cfg, **SETTINGS[key].read(node, _Where(setting, option)))
+    return cfg
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(map(_to_text, value))
+    return str(value)
+

@@ -1,0 +1,561 @@
+"""`train(net)`: one training run — data, state, the loop, checkpoints, history, plot.
+
+    result = train("examples/digits.cnn", overrides={"epochs": 5}, out="runs/digits")
+    result.test["acc"], result.history[-1]["val_acc"]
+
+A run writes to OUT (default `runs/<network name>`):
+
+    OUT/checkpoints/      latest + best (by validation accuracy), every epoch (cnndsl.checkpoint)
+    OUT/history.jsonl     one JSON line per epoch: train/val loss, accuracy, top-5, lr, time, img/s
+    OUT/history.png       the loss and accuracy curves
+    OUT/summary.json      the final figures (test accuracy, wall time, images/s, ...)
+
+The host loop only feeds batches: each step is one call of a jitted, donated, pure function,
+and the host reads the device only at the end of an epoch, at most twice a second for the
+progress bar, and when it stops. Everything random derives from the seed and the step or
+epoch number (data order, augmentation, dropout), so a run is a function of its settings,
+and `resume=True` continues one bit-for-bit from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..checkpoint import checkpoint_info, restore_checkpoint, save_checkpoint
+from ..data import Dataset, augment, batches, check_labels, load_dataset, select_classes
+from ..errors import ArgumentError, CnnError, DataError
+from ..net import Net, load
+from ..transfer import TransferReport, freeze_mask, transfer
+from . import engine
+from .config import TrainConfig, apply_overrides, settings_to_config
+from .weights import open_checkpoint
+
+CHECKPOINTS, HISTORY, PLOT, SUMMARY = "checkpoints", "history.jsonl", "history.png", "summary.json"
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class TrainResult:
+    """What a run produced. `variables` are the final weights (numpy, `{"params",
+    "batch_stats", "fixed"}`); `test` is their test-split loss/accuracy/top-5 (None when the
+    run stopped early or has no test split); `stopped` is "done", "max_time", "max_steps" or
+    "interrupted"."""
+
+    variables: dict[str, Any]
+    history: list[dict[str, Any]]
+    test: dict[str, float | None] | None
+    out: Path
+    config: TrainConfig
+    dataset: Dataset
+    stopped: str
+    step: int
+    epoch: int
+    transfer: TransferReport | None
+    summary: dict[str, Any]
+
+
+def resolve_config(net: Net, overrides: Mapping[str, Any] | None = None, *, base: TrainConfig | None = None) -> TrainConfig:
+    """The net's `train { ... }` settings on top of `base` (default: the defaults), then
+    `overrides` (`{"epochs": 3}` or CLI text `{"optimizer": "sgd(lr=0.1)"}`)."""
+    try:
+        cfg = settings_to_config(net.train_settings, base)
+    except CnnError as e:
+        raise e.with_source(net.ir.source) from None
+    return apply_overrides(cfg, overrides or {})
+
+
+def train(
+    net: Net | str | Path,
+    *,
+    config: TrainConfig | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    max_time: float | None = None,
+    max_steps: int | None = None,
+    devices: int = 1,
+    dataset: Dataset | None = None,
+    progress: bool | None = None,
+    quiet: bool = False,
+    plot: bool = True,
+    console: Any = None,
+) -> TrainResult:
+    """Train `net` (a `Net` or a `.cnn` path) as its `train` section says, with `overrides`.
+
+    `config` replaces the file's settings; `dataset` replaces loading `config.data` (it is
+    used as given, after `classes`). `max_time` (seconds since the call) and `max_steps`
+    (total steps) stop cleanly after the current step and save a checkpoint that `resume`
+    continues. `devices` > 1 trains data-parallel over the first `devices` devices.
+    """
+    return _Run(
+        net if isinstance(net, Net) else load(net),
+        config=config,
+        overrides=overrides or {},
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        max_time=max_time,
+        max_steps=max_steps,
+        devices=devices,
+        dataset=dataset,
+        progress=progress,
+        quiet=quiet,
+        plot=plot,
+        console=console,
+    ).run()
+
+
+class _Run:
+    def __init__(self, net: Net, *, config, overrides, out, resume, overwrite, max_time, max_steps, devices, dataset, progress, quiet, plot, console) -> None:  # noqa: ANN001, PLR0913
+        from rich.console import Console
+
+        self.t_start = time.monotonic()
+        self.net = net
+        self.writer = jax.process_index() == 0
+        self.console = console or Console(quiet=quiet or not self.writer, highlight=False, soft_wrap=True)
+        self.progress = self.console.is_terminal if progress is None else progress
+        self.out = Path(out) if out is not None else Path("runs") / net.name
+        self.ckdir = self.out / CHECKPOINTS
+        self.max_time, self.max_steps, self.plot = max_time, max_steps, plot
+        self.overrides = dict(overrides)
+        self.resume = resume
+        self.resumed_meta: dict[str, Any] | None = None
+        if resume:
+            info = _latest(self.ckdir)
+            self.resumed_meta = info.meta
+            saved = TrainConfig.from_dict(info.meta["config"])
+            self.cfg = apply_overrides(config or saved, self.overrides)
+            self.changes = self.cfg.diff(saved)
+        else:
+            if (self.ckdir / "latest").exists() and not overwrite:
+                raise ArgumentError(
+                    f"`{self.out}` already holds a training run",
+                    hints=["continue it with `--resume`", "or start again with `--overwrite`, or pick another `--out`"],
+                )
+            self.cfg = apply_overrides(config if config is not None else resolve_config(net), self.overrides)
+            self.changes = []
+        self.placement = engine.Placement(devices)
+        self.ds = self._data(dataset)
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _at_setting(self, key: str, err: CnnError) -> CnnError:
+        """Point a data/freeze/init error at its `train` setting when the file set it."""
+        setting = next((s for s in self.net.train_settings if s.key == key), None)
+        if err.span is None and setting is not None and key not in self.overrides and not self.resume:
+            err.span = setting.span
+            err.with_source(self.net.ir.source)
+        return err
+
+    def _data(self, dataset: Dataset | None) -> Dataset:
+        cfg, net = self.cfg, self.net
+        try:
+            ds = dataset or load_dataset(
+                cfg.data,
+                net.input,
+                val_fraction=cfg.val,
+                seed=cfg.seed,
+                normalize=cfg.normalize,
+                grayscale=cfg.grayscale,
+                resize=cfg.resize,
+            )
+        except DataError as e:
+            raise self._at_setting("data", e) from None
+        if cfg.classes is not None:
+            try:
+                ds = select_classes(ds, cfg.classes)
+            except DataError as e:
+                raise self._at_setting("classes", e) from None
+        k = net.output.size
+        for split, y in (("training", ds.y_train), ("validation", ds.y_val), ("test", ds.y_test)):
+            try:
+                check_labels(y, k, what=f"{split} labels")
+            except DataError as e:
+                raise self._at_setting("data", e) from None
+        if ds.y_train.ndim == 2 and cfg.loss != "bce":
+            raise ArgumentError(
+                f"`{ds.source}` has multi-label targets, which need loss = bce (not {cfg.loss})",
+                hints=["set `loss = bce` in the train section, or `--loss bce`"],
+            )
+        if (cfg.crop or cfg.flip) and ds.x_train.ndim != 4:
+            raise ArgumentError(
+                "augmentation (crop, flip) needs images, but the network's input is a flat vector",
+                hints=["remove `augment`, or give the network an image input (`input D@WxH`)"],
+            )
+        return ds
+
+    def _variables(self) -> dict[str, Any]:
+        variables = self.net.init(jax.random.key(self.cfg.seed))
+        self.report: TransferReport | None = None
+        if self.cfg.init and not self.resume:
+            try:
+                source = open_checkpoint(self.cfg.init)
+            except DataError as e:
+                raise self._at_setting("init", e) from None
+            variables, self.report = transfer(source.tree, variables)
+            if not self.report.loaded:
+                raise self._at_setting(
+                    "init",
+                    DataError(
+                        f"`init`: no layer of `{self.cfg.init}` fits this network",
+                        notes=self.report.render().splitlines()[1:7],
+                        hints=["layers load by name and shape; give layers the same names (`as NAME`)"],
+                    ),
+                )
+        return variables
+
+    def _frozen(self, params: dict) -> Any:
+        if not self.cfg.freeze:
+            return jax.tree.map(lambda _: False, params)
+        try:
+            mask = freeze_mask(params, self.cfg.freeze)
+        except CnnError as e:
+            raise self._at_setting("freeze", e) from None
+        if all(jax.tree.leaves(mask)):
+            raise self._at_setting("freeze", ArgumentError("`freeze` freezes every parameter: nothing would train"))
+        return mask
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, ds, pl = self.cfg, self.ds, self.placement
+        n_train = len(ds.x_train)
+        self.batch = cfg.batch
+        if self.batch > n_train:
+            self.batch = max(pl.devices, n_train - n_train % pl.devices)
+        if self.batch % pl.devices:
+            raise ArgumentError(
+                f"a batch of {self.batch} does not split evenly over {pl.devices} devices",
+                hints=[f"use a batch that {pl.devices} divides, e.g. {self.batch + pl.devices - self.batch % pl.devices}"],
+            )
+        self.steps_per_epoch = n_train // self.batch
+        self.task = engine.make_task(self.net.ir, cfg)
+        variables = self._variables()
+        if not variables.get("params"):
+            raise ArgumentError(f"`{self.net.name}` has no trainable parameters")
+        self.fixed = pl.state(variables.get("fixed", {}))
+        frozen = self._frozen(variables["params"])
+        tx, self.schedule = engine.make_optimizer(cfg, frozen, self.steps_per_epoch)
+        state = engine.new_state(variables, tx)
+        epoch, batch0, history = 0, 0, []
+        if self.resume:
+            ck = restore_checkpoint(self.ckdir, target=engine.to_host(state))
+            state, epoch, batch0 = ck.tree, int(ck.meta["epoch"]), int(ck.meta["batch"])
+            history = [h for h in _read_history(self.out / HISTORY) if h.get("complete") and h["epoch"] <= epoch]
+        elif self.writer:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / HISTORY).unlink(missing_ok=True)
+        # Distinct host copies: init shares arrays between leaves (BN's zeros and ones), and
+        # a donated buffer must appear once.
+        self.state = pl.state(jax.tree.map(np.array, engine.to_host(state)))
+        self.key = pl.state(jax.random.key(cfg.seed))
+        step_fn = engine.make_train_step(self.net.ir, self.task, tx, frozen, pl)
+        self.eval_fn = engine.make_eval_step(self.net.ir, self.task, pl)
+        t = time.monotonic()
+        x_spec = jax.ShapeDtypeStruct((self.batch, *ds.x_train.shape[1:]), jnp.float32, sharding=pl.batch)
+        y_spec = jax.ShapeDtypeStruct((self.batch, *ds.y_train.shape[1:]), ds.y_train.dtype, sharding=pl.batch)
+        self.step_fn = step_fn.lower(self.state, self.key, self.fixed, x_spec, y_spec).compile()
+        self.compile_s = time.monotonic() - t
+        self._header(epoch, batch0)
+        self.history = history
+        self.stopped = "done"
+        self.host_step = epoch * self.steps_per_epoch + batch0
+        if self.writer:
+            _write_history(self.out / HISTORY, history)
+        while epoch < cfg.epochs and self.stopped == "done":
+            epoch = self._epoch(epoch, batch0)
+            batch0 = 0
+        return self._finish(epoch)
+
+    def _header(self, epoch: int, batch0: int) -> None:
+        net, cfg, ds, c = self.net, self.cfg, self.ds, self.console
+        p = net.params
+        c.print(f"[bold]{net.name}[/] · {net.ir.source.path} · {p['total']:,} params ({p['trainable']:,} trainable)")
+        norm = ds.normalization
+        stats = f" (mean {', '.join(f'{m:.1f}' for m in norm.mean)}, std {', '.join(f'{s:.1f}' for s in norm.std)})" if norm.kind == "standardize" else ""
+        c.print(
+            f"data     {ds.source}: train {len(ds.x_train):,}, val {len(ds.x_val):,}, test {len(ds.x_test):,}"
+            f" · {ds.num_classes} classes · normalize {norm.kind}{stats} · augment {cfg.describe_augment()}"
+        )
+        c.print(f"loss     {self.task.explain()}" + (f" · label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else ""))
+        dropped = len(ds.x_train) - self.steps_per_epoch * self.batch
+        c.print(
+            f"optim    {cfg.describe_optimizer()} · {cfg.describe_schedule()} · batch {self.batch}"
+            f" ({self.steps_per_epoch} steps/epoch{f', {dropped} examples left out each epoch, a different few each time' if dropped else ''})"
+            f" · {cfg.epochs} epochs · seed {cfg.seed}"
+        )
+        if self.report is not None:
+            c.print(f"init     {cfg.init}")
+            c.print(self.report.render(), markup=False)
+        if cfg.freeze:
+            c.print(f"freeze   {', '.join(cfg.freeze)}: no gradient, no optimizer state, BN statistics kept")
+        c.print(f"devices  {self.placement.describe()} · train step compiled in {self.compile_s:.1f} s")
+        where = f"out      {self.out}"
+        if self.resume:
+            where += f" · resuming after epoch {epoch}" + (f", batch {batch0}" if batch0 else "") + f" (step {epoch * self.steps_per_epoch + batch0})"
+            if self.changes:
+                where += " · changed: " + ", ".join(self.changes)
+        c.print(where)
+
+    def _epoch(self, epoch: int, batch0: int) -> int:
+        """Train one epoch (from batch `batch0`), evaluate, log, checkpoint; the next epoch."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        cfg, ds, pl = self.cfg, self.ds, self.placement
+        if batch0 == 0:
+            self.state = {**self.state, "metrics": pl.state(jnp.zeros((len(engine.METRICS),), jnp.float32))}
+        fill = ds.normalization.apply(np.zeros(ds.x_train.shape[-1], np.float32)) if cfg.crop else 0.0
+        bar = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.progress,
+        )
+        task = bar.add_task("", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info="")
+        t0 = last = time.monotonic()
+        seen_at_last, done = 0, batch0
+        with bar:
+            try:
+                it = batches(ds.x_train, ds.y_train, self.batch, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0)
+                for b, (xb, yb) in enumerate(it, start=batch0):
+                    if cfg.crop or cfg.flip:
+                        xb = augment(xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill)
+                    self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_batch(xb, yb))
+                    self.host_step += 1
+                    done = b + 1
+                    now = time.monotonic()
+                    if self.progress and now - last >= 0.5:  # the only mid-epoch host sync
+                        m = engine.summarize(engine.to_host(self.state["metrics"]))
+                        rate = (done - batch0 - seen_at_last) * self.batch / (now - last)
+                        seen_at_last, last = done - batch0, now
+                        bar.update(task, completed=done, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
+                    if self.max_steps is not None and self.host_step >= self.max_steps:
+                        self.stopped = "max_steps"
+                    elif self.max_time is not None and now - self.t_start >= self.max_time:
+                        self.stopped = "max_time"
+                    if self.stopped != "done":
+                        break
+            except KeyboardInterrupt:
+                self.stopped = "interrupted"
+        try:
+            train_m = engine.summarize(engine.to_host(self.state["metrics"]))
+        except RuntimeError as e:  # the interrupt landed inside a step that had taken the state
+            self.console.print(f"interrupted; the last checkpoint stays as it was ({e})")
+            return epoch
+        train_s = time.monotonic() - t0
+        complete = done == self.steps_per_epoch
+        val = self.evaluate(ds.x_val, ds.y_val) if complete else {"loss": None, "acc": None, "top5": None}
+        images = (done - batch0) * self.batch
+        line = {
+            "epoch": epoch + 1,
+            "step": self.host_step,
+            "complete": complete,
+            "lr": float(self.schedule(max(self.host_step - 1, 0))),
+            **{f"train_{k}": v for k, v in train_m.items()},
+            **{f"val_{k}": v for k, v in val.items()},
+            "time": round(train_s, 4),
+            "images_per_s": round(images / train_s, 1) if train_s > 0 else None,
+            "elapsed": round(time.monotonic() - self.t_start, 3),
+        }
+        self.history.append(line)
+        self._print_epoch(line)
+        next_epoch = epoch + 1 if complete else epoch
+        self._save(next_epoch, 0 if complete else done, val["acc"] if complete else None)
+        if self.writer:
+            with (self.out / HISTORY).open("a") as f:
+                f.write(json.dumps(line) + "\n")
+        return next_epoch
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+        """Loss, accuracy and top-5 of the current weights on `(x, y)`."""
+        variables = {"params": self.state["params"], "batch_stats": self.state["batch_stats"], "fixed": self.fixed}
+        m, _ = evaluate_arrays(self.eval_fn, variables, x, y, self.placement)
+        return engine.summarize(m)
+
+    def _print_epoch(self, h: dict[str, Any]) -> None:
+        def pct(v: float | None) -> str:
+            return "–" if v is None else f"{100 * v:.2f}%"
+
+        def num(v: float | None) -> str:
+            return "–" if v is None else f"{v:.4f}"
+
+        text = (
+            f"epoch {h['epoch']:>3}/{self.cfg.epochs}  loss {num(h['train_loss'])} acc {pct(h['train_acc'])}"
+            f"  val loss {num(h['val_loss'])} acc {pct(h['val_acc'])}"
+            + (f" top5 {pct(h['val_top5'])}" if h["val_top5"] is not None else "")
+            + f"  lr {h['lr']:.3g}  {h['time']:.1f} s  {h['images_per_s'] or 0:,.0f} img/s"
+        )
+        if not h["complete"]:
+            text += f"  (stopped after step {h['step']}: {self.stopped.replace('_', ' ')})"
+        self.console.print(text)
+
+    def _save(self, epoch: int, batch: int, metric: float | None) -> None:
+        tree = engine.to_host({k: self.state[k] for k in ("params", "batch_stats", "opt_state", "step", "metrics")})
+        if not self.writer:
+            return
+        meta = {
+            "epoch": epoch,
+            "batch": batch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "config": self.cfg.to_dict(),
+            "network": self.net.name,
+            "spec": self.net.ir.source.text,
+            "spec_path": self.net.ir.source.path,
+            "input": str(self.net.input),
+            "loss": self.cfg.loss,
+            "class_names": list(self.ds.class_names),
+            "num_classes": self.ds.num_classes,
+            "data": self.ds.source,
+            "normalization": self.ds.normalization.to_dict(),
+            "val_acc": metric,
+        }
+        save_checkpoint(self.ckdir, tree, step=self.host_step, meta=meta, metric=metric)
+
+    def _finish(self, epoch: int) -> TrainResult:
+        c = self.console
+        variables = engine.to_host(
+            {"params": self.state["params"], "batch_stats": self.state["batch_stats"], "fixed": self.fixed}
+        )
+        test = None
+        if self.stopped == "done" and len(self.ds.x_test):
+            test = self.evaluate(self.ds.x_test, self.ds.y_test)
+        done = [h for h in self.history if h["complete"]]
+        best = max((h for h in done if h["val_acc"] is not None), key=lambda h: h["val_acc"], default=None)
+        train_s = sum(h["time"] for h in self.history)
+        images = sum((h["images_per_s"] or 0) * h["time"] for h in self.history)
+        summary = {
+            "network": self.net.name,
+            "spec": str(self.net.ir.source.path),
+            "data": self.ds.source,
+            "config": self.cfg.to_dict(),
+            "devices": self.placement.devices,
+            "epochs": epoch,
+            "step": self.host_step,
+            "stopped": self.stopped,
+            "compile_s": round(self.compile_s, 3),
+            "train_s": round(train_s, 3),
+            "wall_s": round(time.monotonic() - self.t_start, 3),
+            "images_per_s": round(images / train_s, 1) if train_s else None,
+            "best": None if best is None else {"epoch": best["epoch"], "val_acc": best["val_acc"]},
+            "final": done[-1] if done else None,
+            "test": test,
+        }
+        if self.writer:
+            (self.out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+            if self.plot and self.history:
+                plot_history(self.history, self.out / PLOT, title=self.net.name)
+        if test is not None:
+            top5 = f", top-5 {100 * test['top5']:.2f}%" if test["top5"] is not None else ""
+            c.print(f"test     loss {test['loss']:.4f}, accuracy {100 * test['acc']:.2f}%{top5} ({len(self.ds.x_test):,} examples, final weights)")
+        if best is not None:
+            c.print(f"best     epoch {best['epoch']}: val accuracy {100 * best['val_acc']:.2f}% → {self.ckdir / 'best'}")
+        rate = f" · {summary['images_per_s']:,.0f} img/s" if summary["images_per_s"] else ""
+        c.print(f"time     {summary['wall_s']:.1f} s in all, {train_s:.1f} s training{rate}")
+        if self.stopped != "done":
+            c.print(f"stopped  ({self.stopped.replace('_', ' ')}) after step {self.host_step}; saved → continue with --resume")
+        return TrainResult(
+            variables=variables,
+            history=self.history,
+            test=test,
+            out=self.out,
+            config=self.cfg,
+            dataset=self.ds,
+            stopped=self.stopped,
+            step=self.host_step,
+            epoch=epoch,
+            transfer=self.report,
+            summary=summary,
+        )
+
+
+# --- evaluation over arrays ------------------------------------------------------------------
+def evaluate_arrays(
+    eval_fn: Any, variables: dict, x: np.ndarray, y: np.ndarray, placement: engine.Placement, *, outputs: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Summed metrics float[5] of `eval_fn` over `(x, y)` in fixed-size padded batches (one
+    compilation), and the outputs (N, K) when `outputs`."""
+    if len(x) == 0:
+        return np.zeros(len(engine.METRICS), np.float32), None
+    size = EVAL_BATCH - EVAL_BATCH % placement.devices or placement.devices
+    size = min(size, -(-len(x) // placement.devices) * placement.devices)
+    totals, outs = [], []
+    for i in range(0, len(x), size):
+        xb, yb = x[i : i + size], y[i : i + size]
+        w = np.ones(len(xb), np.float32)
+        if len(xb) < size:
+            pad = size - len(xb)
+            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
+            yb = np.concatenate([yb, np.zeros((pad, *yb.shape[1:]), yb.dtype)])
+            w = np.concatenate([w, np.zeros(pad, np.float32)])
+        m, out = eval_fn(variables, *placement.put_batch(xb.astype(np.float32), yb, w))
+        totals.append(m)
+        if outputs:
+            outs.append(out)
+    total = engine.to_host(jnp.stack(totals).sum(0))
+    if not outputs:
+        return total, None
+    return total, np.concatenate([np.asarray(o) for o in outs])[: len(x)]
+
+
+# --- history ---------------------------------------------------------------------------------
+def _latest(ckdir: Path) -> Any:
+    try:
+        return checkpoint_info(ckdir)
+    except DataError as e:
+        raise DataError(
+            f"nothing to resume in `{ckdir.parent}`: {e.message}",
+            hints=["start the run without `--resume`", "or give the run's folder with `--out`"],
+        ) from None
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
+def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
+    """Loss and accuracy curves (train and validation) per epoch, as a PNG (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [h for h in history if h.get("complete")] or history
+    ep = [h["epoch"] for h in done]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    for ax, key, label in ((a, "loss", "loss"), (b, "acc", "accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            ys = [h.get(f"{split}_{key}") for h in done]
+            if any(v is not None for v in ys):
+                ax.plot(ep, [math.nan if v is None else v for v in ys], style, ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    a.set_yscale("log")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+__all__ = ["TrainResult", "evaluate_arrays", "plot_history", "resolve_config", "train"]
