@@ -15,7 +15,7 @@ from ..shape import Shape
 class Merge:
     name: str
 
-    def infer(self, shapes: list[Shape], labels: list[str], span: Span | None) -> Shape:
+    def infer(self, shapes: list[Shape], labels: list[str], span: Span | None, residual: bool = False) -> Shape:
         raise NotImplementedError
 
     def apply(self, xs: list[Any]) -> Any:
@@ -29,13 +29,16 @@ def _listing(shapes: list[Shape], labels: list[str]) -> list[str]:
 class Add(Merge):
     name = "add"
 
-    def infer(self, shapes, labels, span):
+    def infer(self, shapes, labels, span, residual=False):
         first = shapes[0]
         for s, lab in zip(shapes[1:], labels[1:]):
             if s != first:
-                hint = "the shortcut needs a projection: `residual { ... } project { conv D@1x1 sS }`"
                 if s.spatial == first.spatial:
                     hint = f"make the depths agree (a 1x1 conv to {first.depth} on one side)"
+                elif residual:
+                    hint = "the shortcut needs a projection: `residual { ... } project { conv D@1x1 sS }`"
+                else:
+                    hint = "every branch must keep the same size: check strides and padding, or resize one branch"
                 raise ShapeError(
                     f"add: {lab} is {s} but {labels[0]} is {first}",
                     span,
@@ -54,7 +57,7 @@ class Add(Merge):
 class Concat(Merge):
     name = "concat"
 
-    def infer(self, shapes, labels, span):
+    def infer(self, shapes, labels, span, residual=False):
         first = shapes[0]
         for s, lab in zip(shapes[1:], labels[1:]):
             if s.spatial != first.spatial:

@@ -32,7 +32,7 @@ class _Infer(Walker[Value]):
 
     def merge(self, n, xs, labels):
         try:
-            y = MERGES[n.kind].infer([s for s, _ in xs], labels, n.span)
+            y = MERGES[n.kind].infer([s for s, _ in xs], labels, n.span, residual=getattr(n, "residual", False))
         except CnnError as e:
             e.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)]
             raise
