@@ -199,6 +199,7 @@ def bench_model(
     min_sample_s: float,
     peak_gflops: float | None,
     with_xla_flops: bool,
+    max_retries: int = 3,
     seed: int = 0,
 ) -> list[harness.Result]:
     """Time train step and inference of every contender on one model and batch size."""
@@ -220,10 +221,9 @@ def bench_model(
         return lambda: c.infer(states[name], x)
 
     baseline = BASELINE if BASELINE in contenders else None
-    train = harness.run_interleaved(
-        {n: train_fn(n) for n in contenders}, reps=reps, min_sample_s=min_sample_s, sync_each=False
-    )
-    infer = harness.run_interleaved({n: infer_fn(n) for n in contenders}, reps=reps, min_sample_s=min_sample_s)
+    timing = {"reps": reps, "min_sample_s": min_sample_s, "max_retries": max_retries}
+    train = harness.run_interleaved({n: train_fn(n) for n in contenders}, sync_each=False, **timing)
+    infer = harness.run_interleaved({n: infer_fn(n) for n in contenders}, **timing)
     rows = harness.make_results(
         train, model=model_name, batch=batch, mode="train", baseline=baseline,
         flops=spec.train_flops(batch), peak_gflops=peak_gflops,
@@ -255,6 +255,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(BATCHES), help="comma-separated: " + ", ".join(BATCHES))
     p.add_argument("--batches", default=None, help="comma-separated batch sizes, overriding the defaults")
     p.add_argument("--contenders", default=None, help="comma-separated names to keep (default: all)")
+    p.add_argument(
+        "--max-retries", type=int, default=None,
+        help="retakes of a sample disturbed by other processes (default 3; 0 with --tiny)",
+    )  # fmt: skip
     p.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch contenders")
     p.add_argument("--no-xla-flops", action="store_true", help="skip XLA cost_analysis (saves compile time)")
     p.add_argument("--out", default=None, help="write results as JSON here")
@@ -268,11 +272,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     reps = args.reps or (2 if args.tiny else 10)
     min_sample_s = args.min_sample_s if args.min_sample_s is not None else (0.005 if args.tiny else 0.3)
     models = [m for m in args.models.split(",") if m]
+    max_retries = args.max_retries if args.max_retries is not None else (0 if args.tiny else 3)
     keep = set(args.contenders.split(",")) if args.contenders else None
     notes: list[str] = []
 
     info = harness.machine_info()
-    peak = harness.matmul_peak(n=256 if args.tiny else 2048, reps=reps, min_sample_s=min_sample_s)
+    peak = harness.matmul_peak(n=256 if args.tiny else 2048, reps=reps, min_sample_s=min_sample_s, max_retries=max_retries)
     print(harness.machine_markdown(info, peak), flush=True)
 
     rows: list[harness.Result] = []
@@ -289,11 +294,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             new = bench_model(
                 model_name, batch, contenders, reps=reps, min_sample_s=min_sample_s,
                 peak_gflops=peak["gflops"], with_xla_flops=not (args.tiny or args.no_xla_flops),
+                max_retries=max_retries,
             )  # fmt: skip
             print(harness.results_markdown(new), flush=True)
             for r in new:
                 if not r.finite:
                     notes.append(f"{model_name} b{batch} {r.mode} {r.contender}: NON-FINITE output (NaN/inf)")
+                if r.max_other_load is not None and r.max_other_load > 0.1:
+                    notes.append(
+                        f"{model_name} b{batch} {r.mode} {r.contender}: other processes used up to "
+                        f"{100 * r.max_other_load:.0f}% of the CPU during kept samples"
+                    )
             rows += new
     for note in dict.fromkeys(notes):
         print("note:", note)
@@ -302,7 +313,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "benchmark": "train_and_infer",
         "machine": info,
         "matmul_peak": peak,
-        "config": {"tiny": args.tiny, "reps": reps, "min_sample_s": min_sample_s, "models": models, "baseline": BASELINE},
+        "config": {
+            "tiny": args.tiny, "reps": reps, "min_sample_s": min_sample_s, "max_retries": max_retries,
+            "models": models, "baseline": BASELINE,
+        },  # fmt: skip
         "results": rows,
         "notes": list(dict.fromkeys(notes)),
     }

@@ -54,6 +54,8 @@ Array: TypeAlias = jax.Array
 Params: TypeAlias = Any  # a pytree of arrays
 # JAX train state: (params, model_state, opt_state); model_state holds BatchNorm statistics.
 JaxState: TypeAlias = tuple[Any, Any, Any]
+# conv(x, w, stride, padding): x (N, H, W, C_in), w (kh, kw, C_in, C_out) -> (N, H', W', C_out)
+ConvFn: TypeAlias = Callable[[Array, Array, int, Any], Array]
 # apply(params, model_state, x, train) -> (logits, new_model_state)
 ApplyFn: TypeAlias = Callable[[Params, Any, Array, bool], tuple[Array, Any]]
 
@@ -413,20 +415,24 @@ def batch_norm(
     return y, s
 
 
-def resnet_apply(params: Params, stats: Any, x: Array, train: bool) -> tuple[Array, Any]:
-    """CIFAR ResNet-18 in plain JAX (lax convs). x: (N, 32, 32, 3) -> (logits, new stats)."""
+def resnet_apply(
+    params: Params, stats: Any, x: Array, train: bool, *, conv: ConvFn = conv_lax
+) -> tuple[Array, Any]:
+    """CIFAR ResNet-18 in plain JAX. x: (N, 32, 32, 3) -> (logits, new stats).
+
+    `conv(x, w, stride, padding)` lowers every convolution (default `lax.conv_general_dilated`);
+    benchmarks/explore_lowerings.py passes others, chosen per layer shape.
+    """
     new: dict[str, Any] = {"blocks": []}
-    x, new["bn1"] = batch_norm(conv_lax(x, params["conv1"], 1, _PAD1), params["bn1"], stats["bn1"], train)
+    x, new["bn1"] = batch_norm(conv(x, params["conv1"], 1, _PAD1), params["bn1"], stats["bn1"], train)
     x = jax.nn.relu(x)
     for (_, _, stride), p, s in zip(RESNET18_BLOCKS, params["blocks"], stats["blocks"], strict=True):
         ns: dict[str, Any] = {}
-        y, ns["bn1"] = batch_norm(conv_lax(x, p["conv1"], stride, _PAD1), p["bn1"], s["bn1"], train)
+        y, ns["bn1"] = batch_norm(conv(x, p["conv1"], stride, _PAD1), p["bn1"], s["bn1"], train)
         y = jax.nn.relu(y)
-        y, ns["bn2"] = batch_norm(conv_lax(y, p["conv2"], 1, _PAD1), p["bn2"], s["bn2"], train)
+        y, ns["bn2"] = batch_norm(conv(y, p["conv2"], 1, _PAD1), p["bn2"], s["bn2"], train)
         if "proj_conv" in p:
-            x, ns["proj_bn"] = batch_norm(
-                conv_lax(x, p["proj_conv"], stride), p["proj_bn"], s["proj_bn"], train
-            )
+            x, ns["proj_bn"] = batch_norm(conv(x, p["proj_conv"], stride, "VALID"), p["proj_bn"], s["proj_bn"], train)
         x = jax.nn.relu(x + y)
         new["blocks"].append(ns)
     logits = x.mean(axis=(1, 2)) @ params["fc"]["w"] + per_channel(params["fc"]["b"], 2)

@@ -41,6 +41,15 @@ def compile_file(path: str | Path) -> ir.Network:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"no such file: {p}", hints=["check the path; .cnn files are plain text"]) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raw = p.read_bytes()
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = len(raw[raw.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8", "replace")) + 1
+        raise DataError(
+            f"the file is not UTF-8 text: byte 0x{raw[e.start]:02x} at {line}:{column}",
+            hints=["save it as UTF-8; `.cnn` files are plain text"],
+            source=Source("", str(path)),
+        ) from None
+    except (IsADirectoryError, PermissionError) as e:
         raise DataError(f"cannot read {p}: {e.__class__.__name__}") from None
     return compile_text(text, str(path))

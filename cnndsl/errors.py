@@ -38,8 +38,9 @@ class Source:
     path: str = "<string>"
 
     def line(self, n: int) -> str:
-        lines = self.text.splitlines()
-        return lines[n - 1] if 0 < n <= len(lines) else ""
+        # Lines end at "\n" only, as the parser counts them (not at form feeds, U+2028, ...).
+        lines = self.text.split("\n")
+        return lines[n - 1].rstrip("\r") if 0 < n <= len(lines) else ""
 
 
 class CnnError(Exception):
@@ -79,7 +80,8 @@ class CnnError(Exception):
             where = (where or "<string>") + f":{self.span.line}:{self.span.column}"
         out = [f"{where}: {self.kind}: {self.message}" if where else f"{self.kind}: {self.message}"]
         if src is not None and self.span is not None:
-            text = src.line(self.span.line)
+            # one printable column per character, so the carets line up
+            text = "".join(c if c.isprintable() else " " if c == "\t" else "\ufffd" for c in src.line(self.span.line))
             if text.strip():
                 stripped = text.lstrip()
                 indent = len(text) - len(stripped)

@@ -7,6 +7,7 @@ is checked later against the op registry.
 from __future__ import annotations
 
 import functools
+import re
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ _TOKEN_WORDS = {
     "CALLNAME": "a block call like `name(`",
     "NUMBER": "a number",
     "SIZE": "a size like `5x5`",
-    "STRING": 'a quoted string',
+    "STRING": "a quoted string",
     "LBRACE": "`{`",
     "RBRACE": "`}`",
     "LPAR": "`(`",
@@ -58,9 +59,7 @@ def grammar_text() -> str:
     packaged = resources.files("cnndsl").joinpath("grammar/cnn.lark")
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "grammar" / "cnn.lark").read_text(
-        encoding="utf-8"
-    )
+    return (Path(__file__).resolve().parent.parent / "grammar" / "cnn.lark").read_text(encoding="utf-8")
 
 
 @functools.cache
@@ -68,6 +67,23 @@ def _parser() -> lark.Lark:
     # cache=True keeps the LALR tables in the temp dir (keyed by the grammar's hash): the
     # build takes ~50 ms, loading ~5 ms, and `cnndsl compile` should start fast.
     return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+
+
+# Numbers beyond this many significant digits (or powers of ten) are refused: larger values
+# mean nothing in a network, and Python would spend seconds converting `1e99999999`.
+_MAX_DIGITS = 30
+
+
+def _fraction(text: str, span: Span) -> Fraction:
+    mantissa, _, exponent = text.lower().partition("e")
+    digits = mantissa.replace(".", "").lstrip("0")
+    if len(digits) > _MAX_DIGITS or len(exponent.lstrip("+-0")) > 2 or (exponent and abs(int(exponent)) > _MAX_DIGITS):
+        raise CnnSyntaxError(
+            f"the number `{text}` is out of range",
+            span,
+            hints=[f"numbers have at most {_MAX_DIGITS} digits and exponents at most e{_MAX_DIGITS}"],
+        )
+    return Fraction(text)
 
 
 def _span(meta_or_tok: object) -> Span:
@@ -86,12 +102,12 @@ class _ToAst(Transformer):
 
     # expressions
     def number(self, meta, c):
-        return ast.Num(value=Fraction(str(c[0])), text=str(c[0]), span=_span(meta))
+        return ast.Num(value=_fraction(str(c[0]), _span(meta)), text=str(c[0]), span=_span(meta))
 
     def var(self, meta, c):
         return ast.Var(name=str(c[0]), span=_span(meta))
 
-    def _bin(op):  # noqa: N805 - a factory used in the class body
+    def _bin(op):  # a factory used in the class body
         def rule(self, meta, c):
             return ast.BinOp(op=op, left=c[0], right=c[1], span=_span(meta))
 
@@ -106,14 +122,14 @@ class _ToAst(Transformer):
     def dims(self, meta, c):
         (d,) = c
         if isinstance(d, Token):
-            return tuple(ast.Num(value=Fraction(int(v)), text=v) for v in str(d).split("x"))
+            return tuple(ast.Num(value=_fraction(v, _span(d)), text=v) for v in str(d).split("x"))
         return (d,)
 
     def depth_dims(self, meta, c):
         return ast.DepthDims(depth=c[0], dims=c[1], span=_span(meta))
 
     def size(self, meta, c):
-        return ast.Size(dims=tuple(int(v) for v in str(c[0]).split("x")), span=_span(meta))
+        return ast.Size(dims=tuple(int(_fraction(v, _span(meta))) for v in str(c[0]).split("x")), span=_span(meta))
 
     def tuple(self, meta, c):
         return ast.Tuple(items=tuple(c), span=_span(meta))
@@ -216,9 +232,7 @@ class _ToAst(Transformer):
                 kwargs.append(a)
             elif a is not None:
                 args.append(a)
-        return ast.SettingCall(
-            name=str(c[0])[:-1], args=tuple(args), kwargs=tuple(kwargs), span=_span(meta)
-        )
+        return ast.SettingCall(name=str(c[0])[:-1], args=tuple(args), kwargs=tuple(kwargs), span=_span(meta))
 
     def setting(self, meta, c):
         return ast.Setting(key=str(c[0]), value=c[1], span=_span(meta))
@@ -254,7 +268,34 @@ class _ToAst(Transformer):
                 inp = value
             else:
                 train = value
+        if inp is not None:
+            _check_input(inp, chain)
         return ast.Module(name=name, input=inp, blocks=tuple(blocks), chain=chain, train=train)
+
+
+def _check_input(inp: ast.ShapeSpec, chain: ast.Chain | None) -> None:
+    """Catch `input 28x28` (read as `input 28` and a layer `x28`) and `input` with no shape."""
+    first = chain.items[0] if chain is not None and chain.items else None
+    if (
+        not inp.dims
+        and isinstance(inp.depth, ast.Num)
+        and isinstance(first, ast.Layer)
+        and first.op[:1] == "x"
+        and first.op[1:].replace("x", "").isdigit()
+        and (first.span.line, first.span.column) == (inp.span.end_line, inp.span.end_column)
+    ):
+        size = inp.depth.text + first.op
+        raise CnnSyntaxError(
+            f"the input shape `{size}` has no depth",
+            Span(inp.span.line, inp.span.column, inp.span.line, inp.span.end_column + len(first.op)),
+            hints=[f"write depth@width x height: `input 1@{size}` for one channel, `input 3@{size}` for RGB"],
+        )
+    if not inp.dims and isinstance(inp.depth, ast.Var):
+        raise CnnSyntaxError(
+            f"`input` needs a shape, got `{inp.depth.name}`",
+            inp.span,
+            hints=["write the shape as depth@width x height, like `input 1@28x28`, or a length, like `input 120`"],
+        )
 
 
 def parse(text: str, path: str = "<string>") -> ast.Module:
@@ -262,7 +303,10 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     source = Source(text, path)
     try:
         tree = _parser().parse(text)
+        _check_depth(tree)
         return _ToAst(text).transform(tree)
+    except CnnSyntaxError as e:
+        raise e.with_source(source) from None
     except lark.exceptions.VisitError as e:
         if isinstance(e.orig_exc, CnnSyntaxError):
             raise e.orig_exc.with_source(source) from None
@@ -271,10 +315,41 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         raise _syntax_error(e, text).with_source(source) from None
 
 
+# Deeper trees would overflow Python's stack in the (recursive) transformer and passes.
+_MAX_DEPTH = 200
+
+
+def _check_depth(tree: lark.Tree) -> None:
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            meta = node.meta
+            raise CnnSyntaxError(
+                f"the text is nested too deeply here (more than {_MAX_DEPTH} levels)",
+                Span(meta.line, meta.column, meta.line, meta.column + 1) if not meta.empty else None,
+                hints=["split long expressions, or deeply nested bodies, into blocks"],
+            )
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, lark.Tree))
+
+
+# Layer-start and declaration tokens, as grouped in messages.
+_LAYER_START = {"NAME", "CALLNAME", "RESIDUAL", "CONCAT", "ADD", "SAVE", "REPEAT"}
+_DECLS = {"$END", "NETWORK", "INPUT", "BLOCK", "TRAIN"}
+_VALUE_START = {"LPAR", "MINUS", "NAME", "NUMBER", "SIZE"}
+
+
 def _describe_expected(expected: set[str]) -> str:
     if {"NAME", "CALLNAME", "RESIDUAL"} <= expected:
-        expected = (expected - {"NAME", "CALLNAME", "RESIDUAL", "CONCAT", "ADD", "SAVE", "REPEAT"}) | {"LAYER"}
+        expected = (expected - _LAYER_START) | {"LAYER"}
+    elif "ARROW" in expected and {"NAME", "NUMBER"} <= expected:
+        # after a layer's arguments: more arguments, `as NAME`, or the next layer
+        expected = (expected - _DECLS - _VALUE_START - {"AS"}) | {"__ARGUMENT"}
+    elif {"NUMBER", "NAME"} <= expected and not expected - _VALUE_START:
+        return "a number" + (", a size" if "SIZE" in expected else "") + " or a name"
     words = sorted({_TOKEN_WORDS.get(t, f"`{t.lower()}`") for t in expected if not t.startswith("__")})
+    if "__ARGUMENT" in expected:
+        words.append("another argument")
     if not words:
         return "something else"
     if len(words) > 6:
@@ -282,57 +357,195 @@ def _describe_expected(expected: set[str]) -> str:
     return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
 
 
+def _pos(text: str, line: int, col: int) -> int:
+    """Offset of a 1-based line and column."""
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    return starts[min(line, len(starts)) - 1] + col - 1
+
+
+def _code(text: str) -> str:
+    """`text` with comments and strings blanked out (same length), to count brackets."""
+    return re.sub(r'#[^\n]*|"[^"\n]*"', lambda m: " " * len(m[0]), text)
+
+
+def _open_brackets(code: str, upto: int, pair: str = "{}") -> list[int]:
+    """Offsets of the brackets (`{` by default) still open at `upto`."""
+    stack: list[int] = []
+    for i, ch in enumerate(code[:upto]):
+        if ch == pair[0]:
+            stack.append(i)
+        elif ch == pair[1] and stack:
+            stack.pop()
+    return stack
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def _prev_word(code: str, pos: int) -> str:
+    """The word or symbol just before `pos` (comments already blanked)."""
+    before = code[:pos].rstrip()
+    if before.endswith("->"):
+        return "->"
+    i = len(before)
+    while i > 0 and (before[i - 1].isalnum() or before[i - 1] == "_"):
+        i -= 1
+    return before[i:] or before[-1:]
+
+
+def _shown(ch: str) -> str:
+    return f"`{ch}`" if ch.isprintable() and not ch.isspace() else f"U+{ord(ch):04X}"
+
+
 def _syntax_error(e: lark.exceptions.UnexpectedInput, text: str) -> CnnSyntaxError:
+    code = _code(text)
     line, col = e.line, e.column
     if isinstance(e, lark.exceptions.UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        pos = e.pos_in_stream
+        ch = text[pos] if pos < len(text) else ""
+        span = Span(line, col, line, col + 1)
         hints = []
-        if ch in "→⇒":
+        if ch in "→⇒⟶":
             hints.append("layers are chained with `->`")
-        elif ch == "=" and text[e.pos_in_stream : e.pos_in_stream + 2] == "=>":
-            hints.append("layers are chained with `->`, not `=>`")
+        elif ch == ">":
+            if text[max(pos - 2, 0) : pos] == "--":
+                hints.append("layers are chained with `->` (one `-`)")
+            else:
+                hints.append("layers are chained with `->`")
         elif ch == "×":
             hints.append("write sizes with a plain `x`: `5x5`")
-        elif ch == ">":
-            hints.append("layers are chained with `->`")
         elif ch in "'\"":
             hints.append("names and options are written without quotes")
-        return CnnSyntaxError(
-            f"unexpected character `{ch}`",
-            Span(line, col, line, col + 1),
-            hints=hints,
-        )
-    if isinstance(e, lark.exceptions.UnexpectedEOF) or getattr(e, "token", None) is None or e.token.type == "$END":  # type: ignore[union-attr]
-        lines = text.rstrip().splitlines() or [""]
-        last = len(lines)
-        end = len(lines[-1]) + 1
-        expected = _describe_expected(set(getattr(e, "expected", None) or getattr(e, "accepts", None) or []))
-        hints = []
-        if text.count("{") > text.count("}"):
-            hints.append("a `{` is not closed with `}`")
-        elif text.rstrip().endswith("->"):
-            hints.append("a chain cannot end with `->`: add a layer after it or remove the arrow")
-        return CnnSyntaxError(
-            f"unexpected end of input, expected {expected}",
-            Span(last, max(end - 1, 1), last, end),
-            hints=hints,
-        )
-    tok = e.token  # type: ignore[union-attr]
-    expected = set(getattr(e, "accepts", None) or e.expected or [])
+        elif ch == ";":
+            hints.append("layers are chained with `->`; there is no `;`")
+        elif ch == ":":
+            hints.append("options are written `name=value` (like `stride=2`) or short (`s2`)")
+        elif ch in "[]":
+            hints.append("lists are written in parentheses: `(0.5, 0.5, 0.5)`")
+        return CnnSyntaxError(f"unexpected character {_shown(ch)}", span, hints=hints)
+
+    tok = getattr(e, "token", None)
+    expected = set(getattr(e, "accepts", None) or getattr(e, "expected", None) or [])
+    if tok is None or tok.type == "$END":
+        return _end_error(text, code, tok, expected)
+
     word = str(tok)
     span = Span(tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(word))
-    hints = []
-    if tok.type == "ARROW" and "ARROW" not in expected:
-        hints.append("an arrow must have a layer on both sides")
-    if tok.type == "NUMBER" and word.isdigit() and "SIZE" not in expected:
-        pass
-    if tok.type == "RBRACE" and "RBRACE" not in expected:
-        hints.append("a `}` closes a `{` that was not opened, or a branch is empty")
-    if tok.type == "VBAR":
-        hints.append("`|` separates branches inside `concat { ... }` or `add { ... }`")
-    if tok.type == "CALLNAME" and "CALLNAME" not in expected:
+    pos = tok.start_pos if tok.start_pos is not None else _pos(text, tok.line, tok.column)
+    prev = _prev_word(code, pos)
+    depth = len(_open_brackets(code, pos))
+    message = f"unexpected `{word}`, expected {_describe_expected(expected)}"
+    hints: list[str] = []
+    t = tok.type
+    network = re.search(r"\bnetwork\s+input\s*$", code[:pos])
+    if network and t in ("NUMBER", "NAME"):
+        line, col = _line_col(text, network.start())
+        span = Span(line, col, line, col + len("network"))
+        message, hints = "`network` needs a name", ["write `network MyNet`, or leave the line out"]
+        notes = ["it took `input` as the name"]
+        return CnnSyntaxError(message, span, notes=notes, hints=hints)
+    shapeless = re.search(r"\binput\s+([A-Za-z_][A-Za-z0-9_]*)\s*$", code[:pos])
+    if shapeless and "AT" in expected:
+        line, col = _line_col(text, shapeless.start())
+        return CnnSyntaxError(
+            "`input` needs a shape",
+            Span(line, col, line, col + len("input")),
+            notes=[f"it took `{shapeless[1]}` as the shape"],
+            hints=["write the shape as depth@width x height, like `input 1@28x28`, or a length, like `input 120`"],
+        )
+    if prev == "block" and t == "NAME":
+        message = f"`block {word}` needs a parameter list"
+        hints = [f"write `block {word}(c) {{ ... }}`, or `block {word}() {{ ... }}` with no parameters"]
+    elif prev in ("save", "as") and expected == {"NAME"}:
+        example = "save skip` (merged later with `concat skip`)" if prev == "save" else "conv 6@5x5 as c1`"
+        message, hints = f"`{prev}` needs a name", [f"like `{example}"]
+    elif t == "STRING" and "STRING" not in expected:
+        hints.append(f"names and options are written without quotes: `{word[1:-1]}`")
+    elif t == "EQUAL" and text[pos : pos + 2] == "=>":
+        span = Span(tok.line, tok.column, tok.line, tok.column + 2)
+        message, hints = "`=>` is not an arrow", ["layers are chained with `->`"]
+    elif t == "ARROW" and "ARROW" not in expected:
+        if "RPAR" in expected:
+            opened = _open_brackets(code, pos, "()")
+            if opened:
+                line, col = _line_col(text, opened[-1])
+                span = Span(line, col, line, col + 1)
+            message, hints = "this `(` is not closed", [f"is a `)` missing before the `->` at {tok.line}:{tok.column}?"]
+        elif "$END" in expected and not _LAYER_START & expected:
+            message = "`->` after the end of the chain"
+            hints = ["the layers form one chain joined by `->`; write `block`, `input` and `network` lines before it"]
+        elif prev == "->":
+            message, hints = "two `->` in a row", ["remove one of them"]
+        elif _LAYER_START <= expected and prev in ("{", "|"):
+            message, hints = "a body cannot start with `->`", [f"write the first layer right after `{prev}`"]
+        elif _LAYER_START <= expected:
+            message = "the layers cannot start with `->`"
+            hints = ["remove it: the first layer follows the `input` line without an arrow"]
+        else:
+            hints.append("an arrow must have a layer on both sides")
+    elif t == "RBRACE" and "RBRACE" not in expected:
+        if depth == 0:
+            message, hints = "unexpected `}`: there is no `{` to close", ["remove it, or add the `{` it should close"]
+        elif prev in ("{", "|"):
+            message = "an empty branch" if prev == "|" else "an empty body `{ }`"
+            hints = ["write at least one layer; `identity` passes its input through"]
+        else:
+            hints.append("a `}` closes a `{` that was not opened, or a branch is empty")
+    elif t == "VBAR":
+        if depth == 0:
+            message = "`|` outside `concat { ... }` or `add { ... }`"
+            hints = ["`|` separates the branches of `concat { a | b }` and `add { a | b }`; layers are joined by `->`"]
+        elif prev in ("{", "|"):
+            message, hints = "an empty branch", ["write at least one layer; `identity` passes its input through"]
+        else:
+            hints.append("`|` separates branches inside `concat { ... }` or `add { ... }`")
+    elif t == "COMMA" and not _open_brackets(code, pos, "()"):
+        hints.append("layers are chained with `->`, not `,`")
+    elif t in ("STAR", "PLUS") and prev[-1:].isdigit() and "ARROW" in expected:
+        hints.append("write sizes with `x`: `3x3`")
+    elif t == "CALLNAME" and "CALLNAME" not in expected:
         hints.append(f"is an `->` missing before `{word[:-1]}(`?")
-    if tok.type == "LBRACE" and "LBRACE" not in expected:
-        hints.append("`{` opens the body of `block`, `residual`, `project`, `concat`, `add`, `repeat` or `train`")
-    what = {"$END": "end of input"}.get(tok.type, f"`{word}`")
-    return CnnSyntaxError(f"unexpected {what}, expected {_describe_expected(expected)}", span, hints=hints)
+    elif t == "LBRACE" and "LBRACE" not in expected:
+        if prev == "project":
+            message = "`project { ... }` must follow a `residual { ... }`"
+            hints = ["write `residual { body } project { shortcut }`"]
+        elif prev == "repeat":
+            message, hints = "`repeat` needs a count", ["write `repeat 3 { ... }`"]
+        elif "RPAR" in expected:
+            hints.append("is a `)` missing before it?")
+        else:
+            hints.append("`{` opens the body of `block`, `residual`, `project`, `concat`, `add`, `repeat` or `train`")
+    elif t == "NAME" and re.fullmatch(r"x[0-9]+(x[0-9]+)*", word):
+        hints.append("a size like `3x3` cannot go here: write one number")
+    elif t in ("NAME", "NUMBER", "CALLNAME") and _LAYER_START & expected == set() and "$END" in expected:
+        message = f"unexpected `{word}` after the end of the chain"
+        hints = ["the layers form one chain joined by `->`; write `block`, `input` and `network` lines before it"]
+    return CnnSyntaxError(message, span, hints=hints)
+
+
+def _end_error(text: str, code: str, tok: Token | None, expected: set[str]) -> CnnSyntaxError:
+    """The text ends too early: a trailing `->`, an unclosed `{`, or a half-written line."""
+    lines = text.rstrip().split("\n")
+    last, end = len(lines), len(lines[-1]) + 1
+    at_end = Span(last, max(end - 1, 1), last, end)
+    open_ = _open_brackets(code, len(code))
+    if tok is not None and code.rstrip().endswith("->"):
+        i = code.rstrip().rfind("->")
+        line, col = _line_col(text, i)
+        return CnnSyntaxError(
+            "the chain ends with `->`",
+            Span(line, col, line, col + 2),
+            hints=["add a layer after it, or remove the arrow"],
+        )
+    if open_:
+        line, col = _line_col(text, open_[-1])
+        n = len(open_)
+        return CnnSyntaxError(
+            "this `{` is never closed",
+            Span(line, col, line, col + 1),
+            notes=[f"the file ends at {last}:{end} while {'it is' if n == 1 else f'{n} bodies are'} still open"],
+            hints=["add `}` where its body ends"],
+        )
+    return CnnSyntaxError(f"unexpected end of input, expected {_describe_expected(expected)}", at_end)

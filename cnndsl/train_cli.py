@@ -46,17 +46,26 @@ def register(sub: Any) -> None:
     run.add_argument("--out", metavar="DIR", help="output folder (default runs/<network name>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     run.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
-    run.add_argument("--max-time", type=float, metavar="SECONDS", help="stop after the step that passes this time, and save")
+    run.add_argument(
+        "--max-time", type=float, metavar="SECONDS", help="stop after the step that passes this time, and save"
+    )
     run.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps in all, and save")
     run.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over the first N devices")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="show a progress bar (default: on a terminal)")
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: on a terminal)",
+    )
     run.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True, help="write history.png")
     run.add_argument("--quiet", action="store_true", help="print nothing")
     settings = t.add_argument_group("settings (override the file's train section)")
     for s in SETTINGS.values():
         flag = "--" + s.name.replace("_", "-")
         if s.name in BOOL_SETTINGS:
-            settings.add_argument(flag, dest=f"set_{s.name}", nargs="?", const="true", metavar="true|false", help=s.help)
+            settings.add_argument(
+                flag, dest=f"set_{s.name}", nargs="?", const="true", metavar="true|false", help=s.help
+            )
         else:
             settings.add_argument(flag, dest=f"set_{s.name}", metavar=CLI_FORMS.get(s.name, s.form), help=s.help)
     t.set_defaults(func=cmd_train)
@@ -80,8 +89,15 @@ def register(sub: Any) -> None:
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, metavar="CKPT", help="a run folder, its checkpoints folder, or a step folder")
-    p.add_argument("--which", choices=("best", "latest"), default=None, help="which checkpoint of a run (default: best, else latest)")
+    p.add_argument(
+        "--weights", required=True, metavar="CKPT", help="a run folder, its checkpoints folder, or a step folder"
+    )
+    p.add_argument(
+        "--which",
+        choices=("best", "latest"),
+        default=None,
+        help="which checkpoint of a run (default: best, else latest)",
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -111,7 +127,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     preds = predict(load(args.spec), args.weights, args.images, top=args.top, which=args.which)
     if args.json:
-        doc = [{"image": p.path, "top": [{"class": i, "name": n, "probability": q} for i, n, q in p.top]} for p in preds]
+        doc = [
+            {"image": p.path, "top": [{"class": i, "name": n, "probability": q} for i, n, q in p.top]} for p in preds
+        ]
         print(json.dumps(doc, indent=2))
         return 0
     for p in preds:
@@ -127,7 +145,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .net import load
     from .training.evaluation import evaluate
 
-    ev = evaluate(load(args.spec), args.weights, data=args.data, split=args.split, which=args.which, devices=args.devices)
+    ev = evaluate(
+        load(args.spec), args.weights, data=args.data, split=args.split, which=args.which, devices=args.devices
+    )
     if args.json:
         doc = {
             "weights": ev.checkpoint,
@@ -145,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    c = Console(highlight=False, soft_wrap=True)
+    c = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.2f}%"
@@ -162,15 +182,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         c.print(f"(the confusion matrix has {k} classes: see --json)")
         return 0
     names = [str(n) for n in ev.class_names][:k] + [str(i) for i in range(len(ev.class_names), k)]
-    table = Table(title="confusion matrix: rows are true classes, columns predicted", title_justify="left")
-    table.add_column("true \\ predicted")
-    for n in names:
-        table.add_column(n[:10], justify="right")
+    title = "confusion matrix: rows are true classes, columns predicted classes (by index)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("true class")
+    for j in range(k):
+        table.add_column(str(j), justify="right")
     table.add_column("recall", justify="right")
     for i, row in enumerate(ev.confusion):
         cells = [f"[bold]{v}[/]" if i == j and v else (str(v) if v else "[dim]·[/]") for j, v in enumerate(row)]
         recall = row[i] / row.sum() if row.sum() else None
-        table.add_row(names[i], *cells, pct(recall))
+        label = names[i] if names[i] == str(i) else f"{i} {names[i]}"
+        table.add_row(label, *cells, pct(recall))
     c.print(table)
     return 0
 

@@ -73,26 +73,28 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
             return v
         case ast.Var(name=n):
             if n not in env:
-                raise CnnNameError(
-                    f"unknown name `{n}`",
-                    e.span,
-                    hints=did_you_mean(n, env) or ["names in expressions are block parameters"],
-                )
+                known = "the names here are the block's parameters: " + ", ".join(f"`{k}`" for k in env)
+                outside = "write a number here; names stand for the parameters of a `block`"
+                raise CnnNameError(f"unknown name `{n}`", e.span, hints=did_you_mean(n, env) or [known if env else outside])
             return env[n]
         case ast.Neg(operand=o):
             return -evaluate(o, env)
         case ast.BinOp(op=op, left=lhs, right=rhs):
             a, b = evaluate(lhs, env), evaluate(rhs, env)
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b
-            if b == 0:
-                raise ArgumentError("division by zero", e.span)
-            return a / b
+            if op == "/" and b == 0:
+                raise ArgumentError("division by zero", e.span, hints=[f"`{expr_text(rhs)}` is 0 here"])
+            r = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
+            if abs(r.numerator) > MAX_VALUE or r.denominator > MAX_VALUE:
+                raise ArgumentError(
+                    f"`{expr_text(e)}` is out of range",
+                    e.span,
+                    hints=[f"values are at most {MAX_VALUE:.0e}, and fractions no finer than 1/{MAX_VALUE:.0e}"],
+                )
+            return r
     raise ArgumentError("expected a number", getattr(e, "span", None))
+
+
+MAX_VALUE = 10**15
 
 
 def as_int(v: Fraction, span: Span | None, what: str, expr: ast.Expr | None = None) -> int:
@@ -119,6 +121,20 @@ def expr_text(e: ast.Expr | None) -> str:
     return "?"
 
 
+def value_text(v: ast.Value) -> str:
+    """An argument value as written (block parameters unevaluated)."""
+    match v:
+        case ast.Size(dims=d):
+            return fmt_size(d)
+        case ast.DepthDims(depth=d, dims=ds):
+            return f"{expr_text(d)}@" + "x".join(expr_text(x) for x in ds)
+        case ast.Tuple(items=xs):
+            return "(" + ", ".join(expr_text(x) for x in xs) + ")"
+        case ast.Str(value=t):
+            return f'"{t}"'
+    return expr_text(v)  # type: ignore[arg-type]
+
+
 def fmt_num(v: Fraction | float | int) -> str:
     if isinstance(v, Fraction) and v.denominator == 1:
         return str(v.numerator)
@@ -139,8 +155,8 @@ class Kind:
 def _int_kind(lo: int = 1) -> Kind:
     def conv(v: ast.Value, env: Env, span: Span) -> int:
         if not isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
-            raise ArgumentError("expected a whole number", span)
-        n = as_int(evaluate(v, env), span, "this value", v)
+            raise ArgumentError(f"expected a whole number, got `{value_text(v)}`", span)
+        n = as_int(evaluate(v, env), span, "the value", v)
         if n < lo:
             raise ArgumentError(f"expected a whole number >= {lo}, got {n}", span)
         return n
@@ -151,7 +167,7 @@ def _int_kind(lo: int = 1) -> Kind:
 def _float_kind(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Kind:
     def conv(v: ast.Value, env: Env, span: Span) -> float:
         if not isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
-            raise ArgumentError("expected a number", span)
+            raise ArgumentError(f"expected a number, got `{value_text(v)}`", span)
         x = float(evaluate(v, env))
         if lo is not None and x < lo or hi is not None and (x >= hi if hi_open else x > hi):
             rng = f"[{lo:g}, {hi:g}{')' if hi_open else ']'}" if hi is not None else f">= {lo:g}"
@@ -168,9 +184,18 @@ def _size_kind(lo: int = 1) -> Kind:
         if isinstance(v, ast.Size):
             dims = v.dims
         elif isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
-            dims = (as_int(evaluate(v, env), span, "a size", v),)
+            dims = (as_int(evaluate(v, env), span, "the size", v),)
+        elif isinstance(v, ast.Tuple) and all(isinstance(i, ast.Num) for i in v.items):
+            sizes = "x".join(expr_text(i) for i in v.items)
+            raise ArgumentError(f"expected a size like `3` or `3x3`, got `{value_text(v)}`", span, hints=[f"write `{sizes}`"])
+        elif isinstance(v, ast.DepthDims):
+            raise ArgumentError(
+                f"expected a size like `3` or `3x3`, got `{value_text(v)}`",
+                span,
+                hints=[f"this takes a size without a count: `{'x'.join(expr_text(d) for d in v.dims)}`"],
+            )
         else:
-            raise ArgumentError("expected a size like `3` or `3x3`", span)
+            raise ArgumentError(f"expected a size like `3` or `3x3`, got `{value_text(v)}`", span)
         if any(d < lo for d in dims):
             raise ArgumentError(f"sizes must be >= {lo}, got {fmt_size(dims)}", span)
         return tuple(dims)
@@ -180,10 +205,16 @@ def _size_kind(lo: int = 1) -> Kind:
 
 def _depth_kernel_conv(v: ast.Value, env: Env, span: Span) -> tuple[int, tuple[int, ...]]:
     if not isinstance(v, ast.DepthDims):
+        if isinstance(v, ast.Size):
+            like, what = f"16@{fmt_size(v.dims)}", f"the kernel `{fmt_size(v.dims)}` has no filter count"
+        elif isinstance(v, ast.Num):
+            like, what = f"{expr_text(v)}@3x3", f"`{expr_text(v)}` has no kernel size"
+        else:
+            like, what = "16@3x3", f"expected filters and kernel like `16@3x3`, got `{value_text(v)}`"
         raise ArgumentError(
-            "expected filters and kernel like `16@3x3`",
+            what,
             span,
-            hints=["write the number of filters, `@`, then the kernel size: `conv 16@3x3`"],
+            hints=[f"write the number of filters, `@`, then the kernel size: `{like}`"],
         )
     f = as_int(evaluate(v.depth, env), span, "the filter count", v.depth)
     dims = tuple(as_int(evaluate(d, env), span, "a kernel size", d) for d in v.dims)
@@ -199,13 +230,13 @@ def _floats_conv(v: ast.Value, env: Env, span: Span) -> tuple[float, ...]:
         return tuple(float(evaluate(i, env)) for i in v.items)
     if isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
         return (float(evaluate(v, env)),)
-    raise ArgumentError("expected a number or a list like `(0.5, 0.5, 0.5)`", span)
+    raise ArgumentError(f"expected a number or a list like `(0.5, 0.5, 0.5)`, got `{value_text(v)}`", span)
 
 
 def _bool_conv(v: ast.Value, env: Env, span: Span) -> bool:
     if isinstance(v, ast.Var) and v.name in ("true", "false"):
         return v.name == "true"
-    raise ArgumentError("expected `true` or `false`", span)
+    raise ArgumentError(f"expected `true` or `false`, got `{value_text(v)}`", span)
 
 
 INT = _int_kind(1)
@@ -400,8 +431,11 @@ def lookup(name: str, span: Span | None, extra_hints: list[str] | None = None) -
         hints.insert(0, f"in cnndsl `{name}` is written `{FOREIGN_NAMES[key]}`")
     elif name.lower() in REGISTRY:
         hints.insert(0, f"names are lower case: `{name.lower()}`")
-    else:
-        hints = did_you_mean(name, REGISTRY) + hints
+    elif not hints:
+        hints = did_you_mean(name, REGISTRY)
+        m = _SHORT.match(name)
+        if not hints and (m and m.group(1) in "spdg" or name in ("nobias", "same", "valid", "ceil")):
+            hints = [f"`{name}` looks like an option: options follow the layer, like `conv 16@3x3 {name}`"]
     raise CnnNameError(f"unknown layer `{name}`", span, hints=hints)
 
 
@@ -428,6 +462,16 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
         values[prm.name] = value
         where[prm.name] = span
 
+    def convert(prm: P, v: ast.Value, span: Span) -> Any:
+        """The kind's conversion, its generic messages told which argument they are about."""
+        try:
+            return prm.kind.convert(v, env, span)
+        except ArgumentError as e:
+            if e.message.startswith(_GENERIC):
+                e.message = f"invalid {prm.name} for `{op.name}`: {e.message}"
+                e.hints = e.hints or [f"usage: `{op.example or op.name}`"]
+            raise
+
     for arg in layer.args:
         v = arg.value
         if arg.key is not None:
@@ -438,7 +482,8 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
                     arg.span,
                     hints=did_you_mean(arg.key, by_name) or [_accepts(op)],
                 )
-            put(prm, prm.kind.convert(v, env, arg.span), arg.span)
+            flag = dict(prm.flags).get(v.name, _NO) if isinstance(v, ast.Var) and v.name not in env else _NO
+            put(prm, flag if flag is not _NO else convert(prm, v, arg.span), arg.span)  # `pad=same`
             continue
         if isinstance(v, ast.Var) and v.name not in env:
             word = v.name
@@ -450,21 +495,29 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
             if m and m.group(1) in shorts:
                 prm = shorts[m.group(1)]
                 digits = m.group(2)
+                if any(len(d) > 15 for d in digits.split("x")):
+                    raise ArgumentError(f"`{word}` is out of range", arg.span)
                 value: ast.Value = (
                     ast.Size(dims=tuple(int(d) for d in digits.split("x")))
                     if "x" in digits
                     else ast.Num(value=Fraction(int(digits)), text=digits)
                 )
-                put(prm, prm.kind.convert(value, env, arg.span), arg.span)
+                put(prm, convert(prm, value, arg.span), arg.span)
                 continue
             if next_pos < len(positional) and positional[next_pos].kind.name.startswith("one of"):
                 prm = positional[next_pos]
                 next_pos += 1
-                put(prm, prm.kind.convert(v, env, arg.span), arg.span)
+                put(prm, convert(prm, v, arg.span), arg.span)
                 continue
+            if word in REGISTRY or word.lower().replace("_", "") in FOREIGN_NAMES:
+                raise CnnNameError(
+                    f"`{op.name}` does not take `{word}`: is an `->` missing before it?",
+                    arg.span,
+                    hints=[f"layers are chained with `->`: `{' '.join([layer.op, *_args_before(layer, arg)])} -> {word}`"],
+                )
             hints = did_you_mean(word, [*flags, *(f"{s}N" for s in shorts), *by_name])
-            if word in REGISTRY or word in FOREIGN_NAMES:
-                hints = [f"is an `->` missing before `{word}`?"]
+            if re.fullmatch(r"[xX]([0-9]+(x[0-9]+)*)?", word):
+                hints = ["write sizes with a lower-case `x` and no spaces: `3x3`"]
             elif arg.span.line != layer.span.line:
                 hints.append("is an `->` missing between two layers?")
             raise CnnNameError(
@@ -476,14 +529,23 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
             next_pos += 1
         if next_pos >= len(positional):
             n = len(positional)
+            takes = f"{n} positional argument{'s' if n != 1 else ''}" if n else "no positional arguments"
+            takes = takes if op.params else "no arguments"
             raise ArgumentError(
-                f"`{op.name}` takes {n} positional argument{'s' if n != 1 else ''}, got more",
+                f"`{op.name}` takes {takes}, but is given `{arg.text}`" + (" as well" if n else ""),
                 arg.span,
-                hints=[f"usage: `{op.example or op.name}`"],
+                hints=[f"usage: `{op.example or op.name}`" if op.params else f"remove `{arg.text}`"],
             )
         prm = positional[next_pos]
         next_pos += 1
-        put(prm, prm.kind.convert(v, env, arg.span), arg.span)
+        after = layer.args[len(_args_before(layer, arg)) + 1 :]
+        if prm.kind is DEPTH_KERNEL and isinstance(v, ast.Num) and after and isinstance(after[0].value, ast.Size):
+            raise ArgumentError(  # `conv 6 5x5`
+                f"`{arg.text}` has no kernel size",
+                arg.span,
+                hints=[f"join the filter count and the kernel with `@`: `{arg.text}@{after[0].text}`"],
+            )
+        put(prm, convert(prm, v, arg.span), arg.span)
 
     for prm in op.params:
         if prm.name not in values:
@@ -495,6 +557,16 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
                 )
             values[prm.name] = prm.default
     return Args(values)
+
+
+def _args_before(layer: ast.Layer, arg: ast.Arg) -> list[str]:
+    i = next(i for i, a in enumerate(layer.args) if a is arg)
+    return [a.text for a in layer.args[:i]]
+
+
+_NO = object()
+# How the generic kinds' messages start; `bind` prefixes them with the argument they are about.
+_GENERIC = ("expected ", "sizes must", "the value ", "the size ")
 
 
 def _accepts(op: Op) -> str:
@@ -517,7 +589,9 @@ def per_axis(v: tuple[int, ...], x: Shape, what: str, ctx: ShapeCtx) -> tuple[in
         raise ctx.error(
             f"{what} {fmt_size(v)} has {len(v)} sizes but the input {x} has {x.rank} spatial "
             f"ax{'is' if x.rank == 1 else 'es'}",
-            f"write one number per spatial axis, or a single number for all of them",
+            "write one number per spatial axis"
+            + (f" (`{fmt_size((*v, *v[-1:] * x.rank)[: x.rank])}` on {x})" if x.rank else "")
+            + ", or a single number for all of them",
         )
     return tuple(v)
 

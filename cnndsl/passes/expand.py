@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from .. import ast, ir
 from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, ShapeError, did_you_mean
-from ..ops.base import REGISTRY, Env, as_int, bind, evaluate, fmt_num, lookup
+from ..ops.base import FOREIGN_NAMES, REGISTRY, Env, as_int, bind, evaluate, fmt_num, lookup
 from ..shape import Shape
 
 
@@ -89,8 +89,15 @@ class _Expander:
                 if n < 0:
                     raise ArgumentError(f"repeat count must be >= 0, got {n}", it.count.span)
                 out: list[ir.Node] = []
-                for _ in range(n):
-                    out.extend(self.chain(it.body, env, scope).items)
+                for i in range(n):
+                    body = self.chain(it.body, env, scope)
+                    if i == 0 and n * sum(1 for _ in ir.layers(body)) > MAX_LAYERS:
+                        raise ArgumentError(
+                            f"`repeat {n}` would make more than {MAX_LAYERS:,} layers",
+                            it.count.span,
+                            hints=["is the count a typo? Networks this deep do not fit in memory"],
+                        )
+                    out.extend(body.items)
                 return out
             case ast.Residual():
                 path = scope.name("add", it.alias, it.span)
@@ -129,9 +136,11 @@ class _Expander:
             case ast.MergeRef():
                 key = scope.saves.get(it.ref)
                 if key is None:
+                    saved = ", ".join(f"`{k}`" for k in scope.saves)
                     raise CnnNameError(
                         f"`{it.kind} {it.ref}` refers to no saved tensor",
                         it.span,
+                        notes=[f"saved so far in this scope: {saved}" if saved else "nothing is saved before it in this scope"],
                         hints=did_you_mean(it.ref, scope.saves) or [f"write `save {it.ref}` earlier in the chain, where the tensor to merge is"],
                     )
                 path = scope.name(it.kind, it.alias, it.span)
@@ -139,10 +148,14 @@ class _Expander:
         raise AssertionError(it)
 
     def layer(self, it: ast.Layer, env: Env, scope: _Scope) -> ir.Layer:
-        extra = []
-        if it.op in self.blocks:
-            extra.append(f"`{it.op}` is a block: call it as `{it.op}(...)`, with no space before `(`")
-        op = lookup(it.op, _op_span(it), extra)
+        if it.op in self.blocks and it.op not in REGISTRY:
+            args = ", ".join(a.text[1:-1] if a.text.startswith("(") and a.text.endswith(")") else a.text for a in it.args)
+            raise CnnNameError(
+                f"`{it.op}` is a block: call it as `{it.op}(...)`",
+                _op_span(it),
+                hints=[f"write `{it.op}({args})`, with no space before `(`"],
+            )
+        op = lookup(it.op, _op_span(it))
         args = bind(op, it, env)
         text = " ".join([it.op, *(_arg_text(a, env) for a in it.args)])
         path = scope.name(op.name, it.alias, it.span)
@@ -152,8 +165,10 @@ class _Expander:
         b = self.blocks.get(it.block)
         if b is None:
             hints = did_you_mean(it.block, self.blocks)
-            if it.block in REGISTRY:
-                hints = [f"`{it.block}` is a layer: write its arguments after a space, like `{REGISTRY[it.block].example or it.block}`"]
+            layer = it.block if it.block in REGISTRY else FOREIGN_NAMES.get(it.block.lower().replace("_", ""), it.block.lower())
+            if layer in REGISTRY:
+                named = f"`{it.block}` is a layer" if layer == it.block else f"in cnndsl `{it.block}` is the layer `{layer}`"
+                hints = [f"{named}: write its arguments after a space, like `{REGISTRY[layer].example or layer}`"]
             raise CnnNameError(f"unknown block `{it.block}`", it.span, hints=hints or ["define it with `block NAME(params) { ... }`"])
         if it.block in self.stack:
             cycle = " -> ".join([*self.stack[self.stack.index(it.block):], it.block])
@@ -207,6 +222,9 @@ class _Expander:
         return inner
 
 
+MAX_LAYERS = 100_000  # a bound on what `repeat` may build, so a typo cannot hang the compiler
+
+
 def _op_span(it: ast.Layer):
     s = it.span
     return type(s)(s.line, s.column, s.line, s.column + len(it.op))
@@ -256,10 +274,14 @@ def input_shape(spec: ast.ShapeSpec) -> Shape:
 def expand(module: ast.Module, source) -> ir.Network:
     """Build the IR of a parsed file (no shapes yet)."""
     if module.input is None:
+        first = module.chain.items[0] if module.chain is not None and module.chain.items else None
         raise CnnSyntaxError(
-            "the file has no `input` line",
-            None,
-            hints=["start the network with its input shape, like `input 1@28x28` (depth@width x height)"],
+            "the file has no `input` line" if first else "the file has no `input` line and no layers",
+            first.span if first is not None else None,
+            hints=[
+                "start the network with its input shape, like `input 1@28x28` (depth@width x height)"
+                + (" before the first layer" if first else ", then the layers joined by `->`")
+            ],
         )
     if module.chain is None:
         raise CnnSyntaxError(

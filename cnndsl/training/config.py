@@ -315,7 +315,12 @@ def _read_optimizer(v: Any, w: _Where) -> dict[str, Any]:
         else:
             args[k] = _float(node, w, lo=0, hi=1, open_hi=k in ("b1", "b2", "decay", "momentum"))
     if name == "sgd" and args.get("nesterov") and not args.get("momentum"):
-        raise w.error(ArgumentError, "`nesterov=true` needs a momentum", v, hints=["e.g. `sgd(lr=0.1, momentum=0.9, nesterov=true)`"])
+        raise w.error(
+            ArgumentError,
+            "`nesterov=true` needs a momentum",
+            v,
+            hints=["e.g. `sgd(lr=0.1, momentum=0.9, nesterov=true)`"],
+        )
     return {"optimizer": name, "opt_args": tuple(args.items())}
 
 
@@ -370,24 +375,95 @@ def _simple(key: str, read: Callable[[Any, _Where], Any]) -> Reader:
 SETTINGS: dict[str, SettingDef] = {
     s.name: s
     for s in (
-        SettingDef("data", "NAME or \"SPEC\"", "the data set: digits, mnist:DIR, fashion-mnist:DIR, FILE.npz, image DIR", _read_data, raw_cli=True),
+        SettingDef(
+            "data",
+            'NAME or "SPEC"',
+            "the data set: digits, mnist:DIR, fashion-mnist:DIR, FILE.npz, image DIR",
+            _read_data,
+            raw_cli=True,
+        ),
         SettingDef("classes", "(C, ...)", "train on these classes only, relabelled 0.. in order", _read_classes),
-        SettingDef("val", "FRACTION", "share of the training set held out for validation (default 0.1)", _simple("val", lambda v, w: _float(v, w, lo=0, hi=1, open_hi=True))),
-        SettingDef("normalize", "standardize|scale|none", "pixel normalisation: per-channel mean/std, /255, or raw 0..255", _read_normalize),
+        SettingDef(
+            "val",
+            "FRACTION",
+            "share of the training set held out for validation (default 0.1)",
+            _simple("val", lambda v, w: _float(v, w, lo=0, hi=1, open_hi=True)),
+        ),
+        SettingDef(
+            "normalize",
+            "standardize|scale|none",
+            "pixel normalisation: per-channel mean/std, /255, or raw 0..255",
+            _read_normalize,
+        ),
         SettingDef("grayscale", "true|false", "convert RGB images to one channel", _simple("grayscale", _bool)),
         SettingDef("resize", "true|false", "resize folder images to the input size", _simple("resize", _bool)),
-        SettingDef("loss", "|".join(LOSSES), "the loss (default crossentropy)", _simple("loss", lambda v, w: _choice(v, w, LOSSES))),
-        SettingDef("label_smoothing", "EPS", "mix EPS of a uniform distribution into the targets", _simple("label_smoothing", lambda v, w: _float(v, w, lo=0, hi=1, open_hi=True))),
-        SettingDef("optimizer", "NAME(lr=, ...)", "sgd(lr, momentum, nesterov), adam(lr, b1, b2, eps), adamw(lr, weight_decay, ...), rmsprop(lr, decay, momentum, eps)", _read_optimizer),
-        SettingDef("lr", "RATE", "the peak learning rate (overrides the optimizer's lr=)", _simple("lr", lambda v, w: _float(v, w, lo=0))),
-        SettingDef("schedule", "NAME(...)", "constant, step(every=EPOCHS, gamma=0.1), cosine(min=0), warmup(steps=N)", _read_schedule),
-        SettingDef("warmup", "STEPS", "linear warm-up from 0 over this many steps, before the schedule", _simple("warmup", lambda v, w: _int(v, w))),
+        SettingDef(
+            "loss",
+            "|".join(LOSSES),
+            "the loss (default crossentropy)",
+            _simple("loss", lambda v, w: _choice(v, w, LOSSES)),
+        ),
+        SettingDef(
+            "label_smoothing",
+            "EPS",
+            "mix EPS of a uniform distribution into the targets",
+            _simple("label_smoothing", lambda v, w: _float(v, w, lo=0, hi=1, open_hi=True)),
+        ),
+        SettingDef(
+            "optimizer",
+            "NAME(lr=, ...)",
+            "sgd(lr, momentum, nesterov), adam(lr, b1, b2, eps), adamw(lr, weight_decay, ...), rmsprop(lr, decay, momentum, eps)",
+            _read_optimizer,
+        ),
+        SettingDef(
+            "lr",
+            "RATE",
+            "the peak learning rate (overrides the optimizer's lr=)",
+            _simple("lr", lambda v, w: _float(v, w, lo=0)),
+        ),
+        SettingDef(
+            "schedule",
+            "NAME(...)",
+            "constant, step(every=EPOCHS, gamma=0.1), cosine(min=0), warmup(steps=N)",
+            _read_schedule,
+        ),
+        SettingDef(
+            "warmup",
+            "STEPS",
+            "linear warm-up from 0 over this many steps, before the schedule",
+            _simple("warmup", lambda v, w: _int(v, w)),
+        ),
         SettingDef("batch", "N", "examples per step (default 64)", _simple("batch", lambda v, w: _int(v, w, lo=1))),
-        SettingDef("epochs", "N", "passes over the training set (default 10)", _simple("epochs", lambda v, w: _int(v, w))),
-        SettingDef("seed", "N", "seeds initialisation, shuffling, augmentation, dropout and the validation split", _simple("seed", lambda v, w: _int(v, w))),
-        SettingDef("augment", "crop(pad=P) | flip | (crop, flip) | none", "random crop with padding, random left-right flip", _read_augment, raw_cli=True),
-        SettingDef("freeze", "(NAME, ...) or \"PATTERN, ...\"", "layers that get no gradient and no optimizer state", _read_freeze, raw_cli=True),
-        SettingDef("init", "\"CHECKPOINT\"", "load matching layers by name from a checkpoint (transfer learning)", _read_init, raw_cli=True),
+        SettingDef(
+            "epochs", "N", "passes over the training set (default 10)", _simple("epochs", lambda v, w: _int(v, w))
+        ),
+        SettingDef(
+            "seed",
+            "N",
+            "seeds initialisation, shuffling, augmentation, dropout and the validation split",
+            _simple("seed", lambda v, w: _int(v, w)),
+        ),
+        SettingDef(
+            "augment",
+            "crop(pad=P) | flip | (crop, flip) | none",
+            "random crop with padding, random left-right flip",
+            _read_augment,
+            raw_cli=True,
+        ),
+        SettingDef(
+            "freeze",
+            '(NAME, ...) or "PATTERN, ..."',
+            "layers that get no gradient and no optimizer state",
+            _read_freeze,
+            raw_cli=True,
+        ),
+        SettingDef(
+            "init",
+            '"CHECKPOINT"',
+            "load matching layers by name from a checkpoint (transfer learning)",
+            _read_init,
+            raw_cli=True,
+        ),
     )
 }
 
@@ -483,4 +559,3 @@ def _to_text(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return ", ".join(map(_to_text, value))
     return str(value)
-

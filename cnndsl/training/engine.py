@@ -59,7 +59,9 @@ class Task:
         if self.loss == "mse":
             return "mse: ½Σ(one-hot target − output)² per example, averaged over the batch, on the network's output"
         if f is not None and f.op == "sigmoid":
-            return f"bce on the final {where} probabilities (clipped to [1e-7, 1-1e-7]), averaged over outputs and batch"
+            return (
+                f"bce on the final {where} probabilities (clipped to [1e-7, 1-1e-7]), averaged over outputs and batch"
+            )
         return "bce on logits (sigmoid inside the loss), averaged over outputs and batch"
 
 
@@ -162,7 +164,9 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda a: a.ndim >= 2, params)
 
 
-def make_optimizer(cfg: TrainConfig, frozen: Any, steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    cfg: TrainConfig, frozen: Any, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax transformation for `cfg`; leaves where `frozen` is True get neither updates
     nor optimizer state (`optax.multi_transform` with `set_to_zero`)."""
     kw = cfg.opt_kwargs()
@@ -173,7 +177,9 @@ def make_optimizer(cfg: TrainConfig, frozen: Any, steps_per_epoch: int) -> tuple
     elif name == "adam":
         base = optax.adam(sched, b1=kw["b1"], b2=kw["b2"], eps=kw["eps"])
     elif name == "adamw":
-        base = optax.adamw(sched, b1=kw["b1"], b2=kw["b2"], eps=kw["eps"], weight_decay=kw["weight_decay"], mask=decay_mask)
+        base = optax.adamw(
+            sched, b1=kw["b1"], b2=kw["b2"], eps=kw["eps"], weight_decay=kw["weight_decay"], mask=decay_mask
+        )
     else:
         base = optax.rmsprop(sched, decay=kw["decay"], eps=kw["eps"], momentum=kw["momentum"] or None)
     if not any(jax.tree.leaves(frozen)):
@@ -196,8 +202,10 @@ class Placement:
                 f"--devices {devices}: {len(available)} {available[0].platform} device"
                 f"{'s are' if len(available) != 1 else ' is'} available",
                 hints=[
-                    "on CPU, more devices: XLA_FLAGS=--xla_force_host_platform_device_count=4 "
-                    "(or jax.config.update('jax_num_cpu_devices', 4) before JAX starts)"
+                    (
+                        "on CPU, more devices: XLA_FLAGS=--xla_force_host_platform_device_count=4 "
+                        "(or jax.config.update('jax_num_cpu_devices', 4) before JAX starts)"
+                    )
                 ],
             )
         self.devices = devices

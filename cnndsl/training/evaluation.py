@@ -62,7 +62,9 @@ def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str) -> np.nd
     return np.asarray(run(variables, x))
 
 
-def predict(net: Net, weights: str | Path, images: Sequence[str | Path], *, top: int = 5, which: str | None = None) -> list[Prediction]:
+def predict(
+    net: Net, weights: str | Path, images: Sequence[str | Path], *, top: int = 5, which: str | None = None
+) -> list[Prediction]:
     """The `top` most probable classes of each image file (fitted to `net.input` as in
     training: grayscale/resize per the run's settings, then its normalisation)."""
     variables, meta = load_weights(net, weights, which)
@@ -100,7 +102,15 @@ def evaluate(
     variables, meta = load_weights(net, weights, which)
     cfg = TrainConfig.from_dict(meta.get("config", {}))
     spec = data or cfg.data
-    ds = load_dataset(spec, net.input, val_fraction=cfg.val, seed=cfg.seed, normalize="none", grayscale=cfg.grayscale, resize=cfg.resize)
+    ds = load_dataset(
+        spec,
+        net.input,
+        val_fraction=cfg.val,
+        seed=cfg.seed,
+        normalize="none",
+        grayscale=cfg.grayscale,
+        resize=cfg.resize,
+    )
     if cfg.classes is not None and data is None:
         ds = select_classes(ds, cfg.classes)
     x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")

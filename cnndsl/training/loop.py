@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ class TrainResult:
     summary: dict[str, Any]
 
 
-def resolve_config(net: Net, overrides: Mapping[str, Any] | None = None, *, base: TrainConfig | None = None) -> TrainConfig:
+def resolve_config(
+    net: Net, overrides: Mapping[str, Any] | None = None, *, base: TrainConfig | None = None
+) -> TrainConfig:
     """The net's `train { ... }` settings on top of `base` (default: the defaults), then
     `overrides` (`{"epochs": 3}` or CLI text `{"optimizer": "sgd(lr=0.1)"}`)."""
     try:
@@ -98,54 +101,71 @@ def train(
     (total steps) stop cleanly after the current step and save a checkpoint that `resume`
     continues. `devices` > 1 trains data-parallel over the first `devices` devices.
     """
-    return _Run(
-        net if isinstance(net, Net) else load(net),
-        config=config,
-        overrides=overrides or {},
-        out=out,
+    options = RunOptions(
+        out=Path(out) if out is not None else None,
         resume=resume,
         overwrite=overwrite,
         max_time=max_time,
         max_steps=max_steps,
         devices=devices,
-        dataset=dataset,
         progress=progress,
         quiet=quiet,
         plot=plot,
-        console=console,
-    ).run()
+    )
+    net = net if isinstance(net, Net) else load(net)
+    return _Run(net, config, dict(overrides or {}), dataset, options, console).run()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """How to run, as opposed to what to train (`TrainConfig`): see `train`."""
+
+    out: Path | None = None
+    resume: bool = False
+    overwrite: bool = False
+    max_time: float | None = None
+    max_steps: int | None = None
+    devices: int = 1
+    progress: bool | None = None
+    quiet: bool = False
+    plot: bool = True
 
 
 class _Run:
-    def __init__(self, net: Net, *, config, overrides, out, resume, overwrite, max_time, max_steps, devices, dataset, progress, quiet, plot, console) -> None:  # noqa: ANN001, PLR0913
+    def __init__(
+        self,
+        net: Net,
+        config: TrainConfig | None,
+        overrides: dict[str, Any],
+        dataset: Dataset | None,
+        opts: RunOptions,
+        console: Any,
+    ) -> None:
         from rich.console import Console
 
         self.t_start = time.monotonic()
         self.net = net
         self.writer = jax.process_index() == 0
-        self.console = console or Console(quiet=quiet or not self.writer, highlight=False, soft_wrap=True)
-        self.progress = self.console.is_terminal if progress is None else progress
-        self.out = Path(out) if out is not None else Path("runs") / net.name
+        self.console = console or Console(quiet=opts.quiet or not self.writer, highlight=False, soft_wrap=True)
+        self.progress = self.console.is_terminal if opts.progress is None else opts.progress
+        self.out = opts.out if opts.out is not None else Path("runs") / net.name
         self.ckdir = self.out / CHECKPOINTS
-        self.max_time, self.max_steps, self.plot = max_time, max_steps, plot
-        self.overrides = dict(overrides)
-        self.resume = resume
-        self.resumed_meta: dict[str, Any] | None = None
-        if resume:
-            info = _latest(self.ckdir)
-            self.resumed_meta = info.meta
-            saved = TrainConfig.from_dict(info.meta["config"])
-            self.cfg = apply_overrides(config or saved, self.overrides)
+        self.max_time, self.max_steps, self.plot = opts.max_time, opts.max_steps, opts.plot
+        self.overrides = overrides
+        self.resume = opts.resume
+        if self.resume:
+            saved = TrainConfig.from_dict(_latest(self.ckdir).meta["config"])
+            self.cfg = apply_overrides(config or saved, overrides)
             self.changes = self.cfg.diff(saved)
         else:
-            if (self.ckdir / "latest").exists() and not overwrite:
+            if (self.ckdir / "latest").exists() and not opts.overwrite:
                 raise ArgumentError(
                     f"`{self.out}` already holds a training run",
                     hints=["continue it with `--resume`", "or start again with `--overwrite`, or pick another `--out`"],
                 )
-            self.cfg = apply_overrides(config if config is not None else resolve_config(net), self.overrides)
+            self.cfg = apply_overrides(config if config is not None else resolve_config(net), overrides)
             self.changes = []
-        self.placement = engine.Placement(devices)
+        self.placement = engine.Placement(opts.devices)
         self.ds = self._data(dataset)
 
     # -- set-up -----------------------------------------------------------------------------
@@ -160,14 +180,18 @@ class _Run:
     def _data(self, dataset: Dataset | None) -> Dataset:
         cfg, net = self.cfg, self.net
         try:
-            ds = dataset or load_dataset(
-                cfg.data,
-                net.input,
-                val_fraction=cfg.val,
-                seed=cfg.seed,
-                normalize=cfg.normalize,
-                grayscale=cfg.grayscale,
-                resize=cfg.resize,
+            ds = (
+                dataset
+                if dataset is not None
+                else load_dataset(
+                    cfg.data,
+                    net.input,
+                    val_fraction=cfg.val,
+                    seed=cfg.seed,
+                    normalize=cfg.normalize,
+                    grayscale=cfg.grayscale,
+                    resize=cfg.resize,
+                )
             )
         except DataError as e:
             raise self._at_setting("data", e) from None
@@ -235,7 +259,9 @@ class _Run:
         if self.batch % pl.devices:
             raise ArgumentError(
                 f"a batch of {self.batch} does not split evenly over {pl.devices} devices",
-                hints=[f"use a batch that {pl.devices} divides, e.g. {self.batch + pl.devices - self.batch % pl.devices}"],
+                hints=[
+                    f"use a batch that {pl.devices} divides, e.g. {self.batch + pl.devices - self.batch % pl.devices}"
+                ],
             )
         self.steps_per_epoch = n_train // self.batch
         self.task = engine.make_task(self.net.ir, cfg)
@@ -251,9 +277,11 @@ class _Run:
             ck = restore_checkpoint(self.ckdir, target=engine.to_host(state))
             state, epoch, batch0 = ck.tree, int(ck.meta["epoch"]), int(ck.meta["batch"])
             history = [h for h in _read_history(self.out / HISTORY) if h.get("complete") and h["epoch"] <= epoch]
-        elif self.writer:
+        elif self.writer:  # a fresh run (`--overwrite` discards the old one's checkpoints)
+            shutil.rmtree(self.ckdir, ignore_errors=True)
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / HISTORY).unlink(missing_ok=True)
+            for name in (HISTORY, PLOT, SUMMARY):
+                (self.out / name).unlink(missing_ok=True)
         # Distinct host copies: init shares arrays between leaves (BN's zeros and ones), and
         # a donated buffer must appear once.
         self.state = pl.state(jax.tree.map(np.array, engine.to_host(state)))
@@ -281,12 +309,19 @@ class _Run:
         p = net.params
         c.print(f"[bold]{net.name}[/] · {net.ir.source.path} · {p['total']:,} params ({p['trainable']:,} trainable)")
         norm = ds.normalization
-        stats = f" (mean {', '.join(f'{m:.1f}' for m in norm.mean)}, std {', '.join(f'{s:.1f}' for s in norm.std)})" if norm.kind == "standardize" else ""
+        stats = (
+            f" (mean {', '.join(f'{m:.1f}' for m in norm.mean)}, std {', '.join(f'{s:.1f}' for s in norm.std)})"
+            if norm.kind == "standardize"
+            else ""
+        )
         c.print(
             f"data     {ds.source}: train {len(ds.x_train):,}, val {len(ds.x_val):,}, test {len(ds.x_test):,}"
             f" · {ds.num_classes} classes · normalize {norm.kind}{stats} · augment {cfg.describe_augment()}"
         )
-        c.print(f"loss     {self.task.explain()}" + (f" · label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else ""))
+        c.print(
+            f"loss     {self.task.explain()}"
+            + (f" · label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "")
+        )
         dropped = len(ds.x_train) - self.steps_per_epoch * self.batch
         c.print(
             f"optim    {cfg.describe_optimizer()} · {cfg.describe_schedule()} · batch {self.batch}"
@@ -301,7 +336,11 @@ class _Run:
         c.print(f"devices  {self.placement.describe()} · train step compiled in {self.compile_s:.1f} s")
         where = f"out      {self.out}"
         if self.resume:
-            where += f" · resuming after epoch {epoch}" + (f", batch {batch0}" if batch0 else "") + f" (step {epoch * self.steps_per_epoch + batch0})"
+            where += (
+                f" · resuming after epoch {epoch}"
+                + (f", batch {batch0}" if batch0 else "")
+                + f" (step {epoch * self.steps_per_epoch + batch0})"
+            )
             if self.changes:
                 where += " · changed: " + ", ".join(self.changes)
         c.print(where)
@@ -324,21 +363,28 @@ class _Run:
             transient=True,
             disable=not self.progress,
         )
-        task = bar.add_task("", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info="")
+        task = bar.add_task(
+            "", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info=""
+        )
         t0 = last = time.monotonic()
         seen_at_last, done = 0, batch0
         with bar:
             try:
-                it = batches(ds.x_train, ds.y_train, self.batch, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0)
+                it = batches(
+                    ds.x_train, ds.y_train, self.batch, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0
+                )
                 for b, (xb, yb) in enumerate(it, start=batch0):
                     if cfg.crop or cfg.flip:
-                        xb = augment(xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill)
+                        xb = augment(
+                            xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill
+                        )
                     self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_batch(xb, yb))
                     self.host_step += 1
                     done = b + 1
                     now = time.monotonic()
                     if self.progress and now - last >= 0.5:  # the only mid-epoch host sync
                         m = engine.summarize(engine.to_host(self.state["metrics"]))
+                        now = time.monotonic()  # after the sync: the device has caught up
                         rate = (done - batch0 - seen_at_last) * self.batch / (now - last)
                         seen_at_last, last = done - batch0, now
                         bar.update(task, completed=done, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
@@ -395,7 +441,7 @@ class _Run:
         text = (
             f"epoch {h['epoch']:>3}/{self.cfg.epochs}  loss {num(h['train_loss'])} acc {pct(h['train_acc'])}"
             f"  val loss {num(h['val_loss'])} acc {pct(h['val_acc'])}"
-            + (f" top5 {pct(h['val_top5'])}" if h["val_top5"] is not None else "")
+            + (f" top5 {pct(h['val_top5'])}" if h["val_top5"] is not None and self.task.num_outputs > 5 else "")
             + f"  lr {h['lr']:.3g}  {h['time']:.1f} s  {h['images_per_s'] or 0:,.0f} img/s"
         )
         if not h["complete"]:
@@ -459,13 +505,19 @@ class _Run:
                 plot_history(self.history, self.out / PLOT, title=self.net.name)
         if test is not None:
             top5 = f", top-5 {100 * test['top5']:.2f}%" if test["top5"] is not None else ""
-            c.print(f"test     loss {test['loss']:.4f}, accuracy {100 * test['acc']:.2f}%{top5} ({len(self.ds.x_test):,} examples, final weights)")
+            c.print(
+                f"test     loss {test['loss']:.4f}, accuracy {100 * test['acc']:.2f}%{top5} ({len(self.ds.x_test):,} examples, final weights)"
+            )
         if best is not None:
-            c.print(f"best     epoch {best['epoch']}: val accuracy {100 * best['val_acc']:.2f}% → {self.ckdir / 'best'}")
+            c.print(
+                f"best     epoch {best['epoch']}: val accuracy {100 * best['val_acc']:.2f}% → {self.ckdir / 'best'}"
+            )
         rate = f" · {summary['images_per_s']:,.0f} img/s" if summary["images_per_s"] else ""
         c.print(f"time     {summary['wall_s']:.1f} s in all, {train_s:.1f} s training{rate}")
         if self.stopped != "done":
-            c.print(f"stopped  ({self.stopped.replace('_', ' ')}) after step {self.host_step}; saved → continue with --resume")
+            c.print(
+                f"stopped  ({self.stopped.replace('_', ' ')}) after step {self.host_step}; saved → continue with --resume"
+            )
         return TrainResult(
             variables=variables,
             history=self.history,
@@ -558,4 +610,4 @@ def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") 
     plt.close(fig)
 
 
-__all__ = ["TrainResult", "evaluate_arrays", "plot_history", "resolve_config", "train"]
+__all__ = ["RunOptions", "TrainResult", "evaluate_arrays", "plot_history", "resolve_config", "train"]

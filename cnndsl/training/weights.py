@@ -43,12 +43,21 @@ def load_weights(net: Net, path: str | Path, which: str | None = None, *, key: A
         raise DataError(f"`{ck.path}` holds no network weights (no `params`)")
     fresh = net.init(jax.random.key(0) if key is None else key)
     variables, report = transfer(ck.tree, fresh)
-    problems = [f"{m.layer}: {m.status}" + (f" ({m.detail()})" if m.status == "shape mismatch" else "") for m in report.layers if m.status != "loaded"]
+    problems = [
+        f"{m.layer}: {m.status}" + (f" ({m.detail()})" if m.status == "shape mismatch" else "")
+        for m in report.layers
+        if m.status != "loaded"
+    ]
     if problems:
         spec = ck.meta.get("spec_path") or "another spec"
         raise DataError(
             f"the weights in `{ck.path}` do not fit `{net.name}`",
-            notes=problems[:6] + ([f"and {len(problems) - 6} more"] if len(problems) > 6 else []) + [f"they were trained for `{spec}`"],
-            hints=["use the spec the weights were trained with", "to reuse some layers in a new spec, train it with `init=`"],
+            notes=problems[:6]
+            + ([f"and {len(problems) - 6} more"] if len(problems) > 6 else [])
+            + [f"they were trained for `{spec}`"],
+            hints=[
+                "use the spec the weights were trained with",
+                "to reuse some layers in a new spec, train it with `init=`",
+            ],
         )
     return variables, {**ck.meta, "checkpoint": str(ck.path), "step": ck.step}
