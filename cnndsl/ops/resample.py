@@ -215,7 +215,20 @@ class _Adaptive(Op):
         return tuple(adaptive_bins(w, o) for w, o in zip(x.spatial, y.spatial))
 
     def window(self, a: Args, x: Shape, y: Shape) -> Window:
-        return bins_window(self._bins(x, y), x, y)
+        # Without listing the bins (an output size can be huge): bin i spans
+        # ceil((i+1)In/Out) - floor(i In/Out) inputs, the largest of which is found by
+        # scanning one period (Out / gcd(In, Out)) when short, else bounded by ceil(In/Out)+1.
+        kernel, first = [], []
+        for w, o in zip(x.spatial, y.spatial):
+            period = o // math.gcd(w, o)
+            if period <= 4096:
+                k = max(-(-(i + 1) * w // o) - i * w // o for i in range(period))
+            else:
+                k = -(-w // o) + 1
+            kernel.append(k)
+            first.append(-(-w // o))
+        pad = tuple(Fraction(k - f, 2) for k, f in zip(kernel, first))
+        return Window(tuple(kernel), tuple(Fraction(w, o) for w, o in zip(x.spatial, y.spatial)), pad)
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         return reduce_bins(x, self._bins(ctx.x, ctx.y), self.how)
