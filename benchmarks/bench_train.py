@@ -26,6 +26,7 @@ from typing import Any
 # Runnable as a script (`python benchmarks/bench_train.py`) and importable as a module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cnndsl  # noqa: E402,F401  (first: it sets XLA_FLAGS before JAX starts its backend)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -103,6 +104,66 @@ def torch_contender(make_module: Callable[[], Any], spec: ref.ModelSpec, descrip
     )
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CNN_FILES = {"lenet5": "examples/lenet5.cnn", "resnet18": "examples/resnet18_cifar.cnn"}
+
+
+def cnndsl_contender(
+    model_name: str, *, lowering: dict[str, str] | None = None, folded: bool = False, description: str = ""
+) -> Contender:
+    """The cnndsl-compiled model: `Net.functional` of the example's `.cnn` file.
+
+    `lowering` overrides the per-layer lowering (`{"*": "xla"}`: XLA's convolution
+    everywhere, the same program as hand-written Flax). With `folded`, inference runs the
+    `Net.for_inference` network (BatchNorm folded into the convolutions, dropout removed),
+    folded once from the trained variables outside the timed call, as a deployment would.
+    """
+    net = cnndsl.load(os.path.join(ROOT, CNN_FILES[model_name]))
+    spec = ref.SPECS[model_name]
+    fns: dict[str, Any] = {}
+
+    def make(seed: int) -> tuple[ref.ApplyFn, ref.Params, Any]:
+        variables, apply = net.functional(jax.random.key(seed), lowering=lowering)
+        params = variables.pop("params")
+
+        def apply_fn(p: ref.Params, s: Any, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
+            if not train:
+                return apply({"params": p, **s}, x, logits=True), s
+            y, stats = apply({"params": p, **s}, x, train=True, logits=True)
+            return y, ({**s, "batch_stats": stats} if "batch_stats" in s else s)
+
+        return apply_fn, params, variables
+
+    def init(batch: int, seed: int) -> tuple[Any, Any, Any]:
+        apply, params, model_state = make(seed)
+        state, fns["train"], fns["infer"] = ref.make_jax_fns(apply, params, model_state)
+        if folded:
+            fns["folded"] = None  # (state, folded variables) of the last fold
+            fns["folded_apply"] = None
+        x, y = ref.random_batch(spec, batch, seed)
+        return state, jnp.asarray(x), jnp.asarray(y)
+
+    def infer(state: Any, x: jax.Array) -> jax.Array:
+        if not folded:
+            return fns["infer"](state, x)
+        if fns["folded"] is None or fns["folded"][0] is not state:
+            p, s, _ = state
+            fnet, fv = net.for_inference({"params": p, **s})
+            _, fapply = fnet.functional(jax.random.key(0), lowering=lowering)
+            fns["folded_apply"] = jax.jit(lambda v, x: fapply(v, x, logits=True))
+            fns["folded"] = (state, fv)
+        return fns["folded_apply"](fns["folded"][1], x)
+
+    return Contender(
+        init=init,
+        train_step=lambda s, x, y: fns["train"](s, x, y),
+        infer=infer,
+        framework="jax",
+        description=description,
+        jitted=lambda: (fns["train"], fns["infer"]),
+    )
+
+
 def _lenet_plain(apply: ref.ApplyFn) -> Callable[[int], tuple[ref.ApplyFn, ref.Params, Any]]:
     return lambda seed: (apply, ref.init_lenet_params(jax.random.key(seed)), {})
 
@@ -110,6 +171,18 @@ def _lenet_plain(apply: ref.ApplyFn) -> Callable[[int], tuple[ref.ApplyFn, ref.P
 def _resnet_plain(seed: int) -> tuple[ref.ApplyFn, ref.Params, Any]:
     params, stats = ref.init_resnet_params(jax.random.key(seed))
     return ref.resnet_apply, params, stats
+
+
+def _cnndsl_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
+    return {
+        "cnndsl": lambda: cnndsl_contender(model_name, description="cnndsl, default lowerings"),
+        "cnndsl_xla": lambda: cnndsl_contender(
+            model_name, lowering={"*": "xla"}, description="cnndsl, XLA convolutions everywhere (Flax's program)"
+        ),
+        "cnndsl_folded": lambda: cnndsl_contender(
+            model_name, folded=True, description="cnndsl, default lowerings; inference BN-folded"
+        ),
+    }
 
 
 def _builtin_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
@@ -124,12 +197,14 @@ def _builtin_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
                 _lenet_plain(ref.lenet_apply_im2col), spec, "plain JAX, slicing im2col + matmul, reshape-max pool"
             ),
             "torch_eager": lambda: torch_contender(ref.torch_lenet5, spec, "PyTorch eager, torch.nn"),
+            **_cnndsl_contenders(model_name),
         }
     if model_name == "resnet18":
         return {
             "flax_nnx": lambda: nnx_contender(lambda rngs: ref.ResNet18(rngs=rngs), spec, "Flax NNX, split once + jax.jit"),
             "jax_lax": lambda: jax_contender(_resnet_plain, spec, "plain JAX, lax.conv_general_dilated"),
             "torch_eager": lambda: torch_contender(ref.torch_resnet18, spec, "PyTorch eager, torch.nn"),
+            **_cnndsl_contenders(model_name),
         }
     raise KeyError(f"unknown model {model_name!r}; known: {sorted(ref.SPECS)}")
 

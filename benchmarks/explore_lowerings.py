@@ -229,7 +229,33 @@ def pool_reshape(x: Array) -> Array:
     return ref.max_pool_reshape(x, 2)
 
 
-POOL_IMPLS = {"reduce_window": pool_reduce_window, "reshape": pool_reshape}
+@jax.custom_vjp
+def pool_reshape_mask(x: Array) -> Array:
+    """reshape + max forward; backward routes the gradient through an equality mask.
+
+    One fused elementwise pass instead of JAX's tie-averaging max gradient. Ties all receive
+    the gradient, so it equals the true gradient only where tied windows get zero cotangent
+    (e.g. relu -> pool, where the tied zeros have zero relu gradient anyway).
+    """
+    return ref.max_pool_reshape(x, 2)
+
+
+def _pool_mask_fwd(x: Array) -> tuple[Array, tuple[Array, Array]]:
+    y = ref.max_pool_reshape(x, 2)
+    return y, (x, y)
+
+
+def _pool_mask_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array]:
+    x, y = res
+    n, h, w, c = x.shape
+    x6 = x.reshape(n, h // 2, 2, w // 2, 2, c)
+    mask = x6 == y.reshape(n, h // 2, 1, w // 2, 1, c)
+    return (jnp.where(mask, g.reshape(n, h // 2, 1, w // 2, 1, c), 0.0).reshape(x.shape),)
+
+
+pool_reshape_mask.defvjp(_pool_mask_fwd, _pool_mask_bwd)
+
+POOL_IMPLS = {"reduce_window": pool_reduce_window, "reshape": pool_reshape, "reshape_mask": pool_reshape_mask}
 
 
 # --------------------------------------------------------------------------------------
@@ -462,6 +488,8 @@ def lenet_variants(tuned: dict[tuple[Any, ...], tuple[str, str, str]]) -> dict[s
         "patches+reshape": lenet_apply_with(conv_patches, pool_reshape),
         "fwd lax/dx lax/dw im2col+reshape": lenet_apply_with(composed_conv("lax", "lax", "im2col"), pool_reshape),
         "fwd im2col/dx lax/dw im2col+reshape": lenet_apply_with(composed_conv("im2col", "lax", "im2col"), pool_reshape),
+        "im2col+reshape_mask": lenet_apply_with(conv_im2col, pool_reshape_mask),
+        "fwd im2col/dx lax/dw im2col+reshape_mask": lenet_apply_with(composed_conv("im2col", "lax", "im2col"), pool_reshape_mask),
         "fwd lax/dx lax/dw shifted_per_image+reshape": lenet_apply_with(
             composed_conv("lax", "lax", "shifted_per_image"), pool_reshape
         ),
@@ -473,7 +501,10 @@ def lenet_variants(tuned: dict[tuple[Any, ...], tuple[str, str, str]]) -> dict[s
 
 def resnet_variants(tuned: dict[tuple[Any, ...], tuple[str, str, str]]) -> dict[str, ref.ApplyFn]:
     def with_conv(conv: Callable[..., Array]) -> ref.ApplyFn:
-        return lambda p, s, x, train: ref.resnet_apply(p, s, x, train, conv=conv)
+        def conv_any_pad(x: Array, w: Array, stride: int, pad: Any) -> Array:
+            return conv(x, w, stride, _pad_int(pad))
+
+        return lambda p, s, x, train: ref.resnet_apply(p, s, x, train, conv=conv_any_pad)
 
     v = {
         "lax": ref.resnet_apply,
@@ -575,11 +606,11 @@ def child(nets: Sequence[str], reps: int, min_sample_s: float) -> None:
     rows = []
     if "lenet" in nets:
         v = lenet_variants({})
-        keep = ("lax+reduce_window", "im2col+reshape", "fwd lax/dx lax/dw im2col+reshape")
+        keep = ("lax+reduce_window", "im2col+reshape")
         rows += bench_network("lenet5", 128, {k: v[k] for k in keep}, reps, min_sample_s)
     if "resnet" in nets:
         v = resnet_variants({})
-        rows += bench_network("resnet18", 64, {"lax": v["lax"]}, reps, min_sample_s)
+        rows += bench_network("resnet18", 64, {k: v[k] for k in ("lax", "im2col")}, reps, min_sample_s)
     print(json.dumps(rows))
 
 

@@ -211,3 +211,13 @@ def test_xla_guard_keeps_constant_weight_matmul_finite():
     variables, apply = net.functional(jax.random.key(0))
     variables["params"]["dense1"]["kernel"] = jnp.ones((1024, 64))
     assert float(jax.jit(lambda x: apply(variables, x).sum())(x)) == pytest.approx(128 * 1024 * 64)
+
+
+def test_nnx_tabulate_works_on_the_built_model():
+    """Flax's own summary runs on cnndsl's module (it wraps `nnx.Dict` methods while tracing)."""
+    from flax import nnx
+
+    model = cnndsl.load(EXAMPLES / "lenet5.cnn").build(rngs=nnx.Rngs(0))
+    table = nnx.tabulate(model, jnp.zeros((1, 32, 32, 1)))
+    assert "61,706" in table
+    assert model(jnp.zeros((2, 32, 32, 1))).shape == (2, 10)  # the model still works after

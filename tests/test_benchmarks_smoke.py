@@ -24,7 +24,8 @@ RESULT_KEYS = {
     "images_per_s", "inner", "samples_s", "finite", "baseline", "ratio_vs_baseline",
     "flops", "gflops", "fraction_of_peak", "xla_flops", "extra",
 }  # fmt: skip
-JAX_CONTENDERS = {"lenet5": {"flax_nnx", "jax_lax", "jax_im2col"}, "resnet18": {"flax_nnx", "jax_lax"}}
+CNNDSL = {"cnndsl", "cnndsl_xla", "cnndsl_folded"}
+JAX_CONTENDERS = {"lenet5": {"flax_nnx", "jax_lax", "jax_im2col"} | CNNDSL, "resnet18": {"flax_nnx", "jax_lax"} | CNNDSL}
 
 
 def _load(name: str) -> ModuleType:
@@ -107,3 +108,45 @@ def test_reference_lenet_equivalence() -> None:
     assert {"jax_lax_vs_flax", "jax_im2col_vs_lax", "grad_im2col_vs_lax"} <= set(diffs)
     assert ref.LENET5.params == 61_706
     assert ref.RESNET18.params == 11_173_962
+
+
+def test_bench_static_tiny_produces_json(tmp_path: Path) -> None:
+    """bench_static.py --tiny (LeNet-5): every row timed, or recorded as failed; checks pass."""
+    out, md = tmp_path / "static.json", tmp_path / "static.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_static.py"), "--tiny", "--out", str(out), "--md", str(md)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert {"benchmark", "machine", "config", "model", "results", "ratios", "checks", "errors", "notes"} <= set(data)
+    assert data["benchmark"] == "static" and data["config"]["tiny"] is True
+    assert data["model"]["name"] == "LeNet5"
+    expected = {
+        "load", "functional", "eval_shape", "eval_shape_cached", "tabulate",
+        "cli_compile", "cli_compile_json", "python_import_jax", "python_startup",
+    }  # fmt: skip
+    results = data["results"]
+    assert set(results) | set(data["errors"]) == expected, set(results) ^ expected
+    assert set(data["errors"]) <= {"tabulate"}  # Flax's tabulate may fail on cnndsl's Model; nothing else may
+    for name, r in results.items():
+        assert r["first_s"] > 0 and r["median_s"] > 0, name
+        assert len(r["samples_s"]) == data["config"]["reps"]
+    assert data["ratios"]["eval_shape fresh trace / load warm"] > 0
+    assert data["checks"]["shapes_agree"] and data["checks"]["eval_shape_output_shape"] == [1, 10]
+    assert data["checks"]["cli_imports_jax"] is False
+    assert "| load |" in md.read_text()
+
+
+def test_cnndsl_specs_are_the_reference_models():
+    """The `.cnn` files the cnndsl contenders compile have the reference models' parameters."""
+    import cnndsl
+
+    bench = _load("bench_train")
+    ref = _load("reference")
+    for model, path in bench.CNN_FILES.items():
+        assert cnndsl.load(ROOT / path).params["trainable"] == ref.SPECS[model].params, model

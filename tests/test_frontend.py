@@ -181,7 +181,7 @@ def test_compile_path_does_not_import_jax():
 
 
 def test_cli_prints_the_table_and_totals():
-    r = subprocess.run([sys.executable, "-m", "cnndsl.cli", "compile", str(EXAMPLES / "lenet5.cnn")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "cnndsl", "compile", str(EXAMPLES / "lenet5.cnn")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "params   61,706 (trainable 61,706, non-trainable 0)" in out

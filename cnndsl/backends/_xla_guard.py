@@ -2,8 +2,10 @@
 
 On jaxlib 0.10.x, CPU, `jax.jit(lambda x: (x @ W).sum())` with `W` a constant (for instance
 weights closed over by the jitted function) is fused into a YNNPACK kernel that returns NaN.
-Disabling those fusions (`--xla_cpu_experimental_ynn_fusion_type=-dot,-eltwise,-reduce`)
-gives the right answer. `import cnndsl` adds the flag to `XLA_FLAGS` (without importing JAX)
+Turning YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`, an empty list)
+gives the right answer, and is also faster for CNNs on x86-64: `-dot,-eltwise,-reduce`
+fixes the NaN too but leaves skinny matmuls and convolutions in YNNPACK, where LeNet-5's
+train step (hand-written Flax and cnndsl alike) runs 1.2-1.6x slower (benchmarks/RESULTS.md). `import cnndsl` adds the flag to `XLA_FLAGS` (without importing JAX)
 if XLA has not started yet and the user did not set the flag; otherwise building a network
 warns. Set
 `CNNDSL_NO_XLA_GUARD=1` to leave XLA_FLAGS alone. tests/test_xla_guard.py keeps the case.
@@ -12,11 +14,12 @@ warns. Set
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
-from importlib import metadata
+from importlib.util import find_spec
 
-FLAG = "--xla_cpu_experimental_ynn_fusion_type=-dot,-eltwise,-reduce"
+FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
 
 def affected(jaxlib_version: str) -> bool:
@@ -24,17 +27,31 @@ def affected(jaxlib_version: str) -> bool:
     return len(parts) >= 2 and parts[0] == "0" and parts[1] == "10"
 
 
+def jaxlib_version() -> str | None:
+    """jaxlib's version, read from its `version.py` without importing it (importing jaxlib,
+    or `importlib.metadata`, would cost `cnndsl compile` 40-500 ms of start-up)."""
+    try:
+        spec = find_spec("jaxlib")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = os.path.join(next(iter(spec.submodule_search_locations)), "version.py")
+        with open(path, encoding="utf-8") as f:
+            m = re.search(r'^_version\s*(?::\s*str\s*)?=\s*"([^"]+)"', f.read(), re.M)
+    except (OSError, ImportError, ValueError):
+        return None
+    return m.group(1) if m else None
+
+
 def install(*, warn: bool = False) -> bool:
     """Add FLAG to XLA_FLAGS if needed and still possible; returns whether it is in effect."""
-    try:
-        version = metadata.version("jaxlib")
-    except metadata.PackageNotFoundError:
+    version = jaxlib_version()
+    if version is None:
         return False
     if os.environ.get("CNNDSL_NO_XLA_GUARD") or not affected(version):
         return False
     flags = os.environ.get("XLA_FLAGS", "")
-    if "ynn_fusion_type" in flags:
-        return FLAG in flags
+    if "ynn_fusion_type" in flags:  # the user's choice stands
+        return FLAG in flags.split()
     bridge = sys.modules.get("jax._src.xla_bridge")
     if bridge is not None and getattr(bridge, "_backends", None):
         if warn:

@@ -226,7 +226,9 @@ def _to_nnx(tree: dict, coll: str) -> nnx.Dict:
 
 
 def _values(tree: nnx.Dict) -> dict:
-    return {k: _values(v) if isinstance(v, nnx.Dict) else v[...] for k, v in tree.items()}
+    # Not `tree.items()`: `nnx.tabulate` wraps the methods of every object in the model
+    # (recursing on `items`) and tags each with an `_nnx_tabulate_id` entry.
+    return {k: _values(v) if isinstance(v := tree[k], nnx.Dict) else v[...] for k in tree if not k.startswith("_nnx")}
 
 
 class _Spec:

@@ -160,6 +160,58 @@ def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size, accu
     return jnp.matmul(patches, kernel.reshape(-1, kernel.shape[-1]), preferred_element_type=accumulate)
 
 
+def conv_col2im_grad(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any:
+    """XLA's convolution forward and weight gradient, with the *input* gradient as one matmul
+    plus a fused shift-and-add (col2im) instead of XLA's transposed convolution.
+
+    XLA:CPU runs that transposed convolution slowly when it has few output channels, i.e. when
+    the layer's input depth is small (LeNet-5's conv2: 6 channels, 2.9 ms of a 10 ms train
+    step). Here `dP = dy @ W^T` has one column block per kernel offset; block `o` goes back to
+    the input positions `o * dilation + j * stride` via `lax.pad` (interior padding places the
+    strides), and the blocks are summed. groups = 1; arguments in *written* order.
+    """
+    import itertools
+
+    import jax
+    from jax import lax
+
+    s, d = tuple(strides)[::-1], tuple(dilation)[::-1]
+    pad, out = tuple(tuple(p) for p in padding)[::-1], tuple(out_size)[::-1]
+
+    def forward(x, kernel):
+        return conv_apply(x, kernel, strides, padding, dilation, 1)
+
+    @jax.custom_vjp
+    def conv(x, kernel):
+        return forward(x, kernel)
+
+    def fwd(x, kernel):
+        return forward(x, kernel), (x, kernel)
+
+    def bwd(res, g):
+        x, kernel = res
+        k, c = kernel.shape[:-2], kernel.shape[-2]
+        dp = g @ kernel.reshape(-1, kernel.shape[-1]).T  # (N, *out, prod(k) * C)
+        size = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], pad)]
+        dxp = None
+        for i, offs in enumerate(itertools.product(*(range(ki) for ki in k))):
+            block = dp[..., i * c : (i + 1) * c]
+            cfg = [(0, 0, 0)]
+            for o, di, si, n, full in zip(offs, d, s, out, size):
+                lo = o * di
+                cfg.append((lo, full - lo - ((n - 1) * si + 1), si - 1))
+            cfg.append((0, 0, 0))
+            part = lax.pad(block, jax.numpy.zeros((), block.dtype), cfg)
+            dxp = part if dxp is None else dxp + part
+        crop = [(0, 0, 0), *((-lo, -hi, 0) for lo, hi in pad), (0, 0, 0)]
+        dx = lax.pad(dxp, jax.numpy.zeros((), dxp.dtype), crop)
+        dw = jax.vjp(lambda w: forward(x, w), kernel)[1](g)[0]
+        return dx, dw
+
+    conv.defvjp(fwd, bwd)
+    return conv(x, kernel)
+
+
 def _bias_init(f: int) -> tuple[str, Any]:
     import numpy as np
 
@@ -206,15 +258,18 @@ class _ConvBase(Op):
             out["bias"] = _bias_init(f)
         return out
 
-    lowerings = ("xla", "patches")
+    lowerings = ("xla", "patches", "col2im")
 
     def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
-        """Default: patches + matmul to train (both cores), XLA's convolution for inference.
-
-        Measured on a 2-core x86-64 CPU (see benchmarks/RESULTS.md); grouped convolutions
-        always use XLA's convolution.
-        """
-        return "patches" if train and self._groups(a, x) == 1 else "xla"
+        """Default: XLA's convolution; to train a layer with fewer than 16 input channels,
+        its input gradient by col2im (`conv_col2im_grad`). Measured on a 2-core x86-64 CPU
+        with YNNPACK fusions off (cnndsl's XLA guard): XLA's convolution beat patches + matmul
+        on every LeNet-5 and ResNet-18 layer, and col2im takes LeNet-5's train step from
+        11.8 to 10.4 ms (benchmarks/RESULTS.md). `autotune` measures every lowering per layer
+        on the device at hand."""
+        if train and self._groups(a, x) == 1 and x.depth < 16:
+            return "col2im"
+        return "xla"
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         _, s, d, eff = geometry(a, self._kernel(a), ctx.x.rank)
@@ -222,6 +277,8 @@ class _ConvBase(Op):
         impl = ctx.impl or self.lowering(a, ctx.x, ctx.y, ctx.train)
         if impl == "patches" and self._groups(a, ctx.x) == 1:
             y = conv_patches(x, p["kernel"], s, padding, d, ctx.y.spatial, ctx.accumulate)
+        elif impl == "col2im" and self._groups(a, ctx.x) == 1 and ctx.accumulate is None:
+            y = conv_col2im_grad(x, p["kernel"], s, padding, d, ctx.y.spatial)
         else:
             y = conv_apply(x, p["kernel"], s, padding, d, self._groups(a, ctx.x), accumulate=ctx.accumulate)
         return y + per_channel(p["bias"], y) if "bias" in p else y

@@ -1,0 +1,5 @@
+"""`python -m cnndsl ...`: the same as the `cnndsl` command."""
+
+from .cli import main
+
+raise SystemExit(main())
