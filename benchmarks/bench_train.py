@@ -109,7 +109,12 @@ CNN_FILES = {"lenet5": "examples/lenet5.cnn", "resnet18": "examples/resnet18_cif
 
 
 def cnndsl_contender(
-    model_name: str, *, lowering: dict[str, str] | None = None, folded: bool = False, description: str = ""
+    model_name: str,
+    *,
+    lowering: dict[str, str] | None = None,
+    folded: bool = False,
+    tuned: bool = False,
+    description: str = "",
 ) -> Contender:
     """The cnndsl-compiled model: `Net.functional` of the example's `.cnn` file.
 
@@ -117,13 +122,16 @@ def cnndsl_contender(
     everywhere, the same program as hand-written Flax). With `folded`, inference runs the
     `Net.for_inference` network (BatchNorm folded into the convolutions, dropout removed),
     folded once from the trained variables outside the timed call, as a deployment would.
+    With `tuned`, `Net.autotune` picks each layer's lowering by timing it at the batch size
+    (train mode; cached in `$CNNDSL_CACHE_DIR`, so a second run does not measure again).
     """
     net = cnndsl.load(os.path.join(ROOT, CNN_FILES[model_name]))
     spec = ref.SPECS[model_name]
     fns: dict[str, Any] = {}
 
-    def make(seed: int) -> tuple[ref.ApplyFn, ref.Params, Any]:
-        variables, apply = net.functional(jax.random.key(seed), lowering=lowering)
+    def make(seed: int, batch: int) -> tuple[ref.ApplyFn, ref.Params, Any]:
+        low = net.autotune(batch, train=True) if tuned else lowering
+        variables, apply = net.functional(jax.random.key(seed), lowering=low)
         params = variables.pop("params")
 
         def apply_fn(p: ref.Params, s: Any, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
@@ -135,7 +143,7 @@ def cnndsl_contender(
         return apply_fn, params, variables
 
     def init(batch: int, seed: int) -> tuple[Any, Any, Any]:
-        apply, params, model_state = make(seed)
+        apply, params, model_state = make(seed, batch)
         state, fns["train"], fns["infer"] = ref.make_jax_fns(apply, params, model_state)
         if folded:
             fns["folded"] = None  # (state, folded variables) of the last fold
@@ -174,6 +182,11 @@ def _resnet_plain(seed: int) -> tuple[ref.ApplyFn, ref.Params, Any]:
 
 
 def _cnndsl_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
+    tuned: dict[str, Callable[[], Contender]] = {}
+    if model_name == "lenet5":  # (ResNet-18's 21 convolutions x 3 lowerings take minutes to tune)
+        tuned["cnndsl_tuned"] = lambda: cnndsl_contender(
+            model_name, tuned=True, description="cnndsl, lowerings autotuned per layer"
+        )
     return {
         "cnndsl": lambda: cnndsl_contender(model_name, description="cnndsl, default lowerings"),
         "cnndsl_xla": lambda: cnndsl_contender(
@@ -182,6 +195,7 @@ def _cnndsl_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
         "cnndsl_folded": lambda: cnndsl_contender(
             model_name, folded=True, description="cnndsl, default lowerings; inference BN-folded"
         ),
+        **tuned,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ RESULT_KEYS = {
     "flops", "gflops", "fraction_of_peak", "xla_flops", "extra",
 }  # fmt: skip
 CNNDSL = {"cnndsl", "cnndsl_xla", "cnndsl_folded"}
-JAX_CONTENDERS = {"lenet5": {"flax_nnx", "jax_lax", "jax_im2col"} | CNNDSL, "resnet18": {"flax_nnx", "jax_lax"} | CNNDSL}
+JAX_CONTENDERS = {"lenet5": {"flax_nnx", "jax_lax", "jax_im2col", "cnndsl_tuned"} | CNNDSL, "resnet18": {"flax_nnx", "jax_lax"} | CNNDSL}
 
 
 def _load(name: str) -> ModuleType:
@@ -44,6 +45,7 @@ def _run_tiny(tmp_path: Path, *extra: str) -> dict:
         text=True,
         timeout=300,
         cwd=ROOT,
+        env={**os.environ, "CNNDSL_CACHE_DIR": str(tmp_path / "cache")},  # the autotuner's cache
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert md.read_text().count("| lenet5 |") > 0
@@ -120,6 +122,7 @@ def test_bench_static_tiny_produces_json(tmp_path: Path) -> None:
         text=True,
         timeout=300,
         cwd=ROOT,
+        env={**os.environ, "CNNDSL_CACHE_DIR": str(tmp_path / "cache")},  # the autotuner's cache
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     data = json.loads(out.read_text())
