@@ -59,6 +59,13 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True, help="write history.png")
     run.add_argument("--quiet", action="store_true", help="print nothing")
+    comp = t.add_argument_group("computation (how, not what: results agree within float tolerance)")
+    comp.add_argument("--remat", action="store_true", help="recompute block activations in the backward pass (less memory)")
+    comp.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32",
+        help="compute convolutions and dense layers in bfloat16, accumulating in float32",
+    )  # fmt: skip
+    comp.add_argument("--autotune", action="store_true", help="time each layer's lowerings once at this batch (cached)")
     settings = t.add_argument_group("settings (override the file's train section)")
     for s in SETTINGS.values():
         flag = "--" + s.name.replace("_", "-")
@@ -117,6 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=args.progress,
         quiet=args.quiet,
         plot=args.plot,
+        remat=args.remat,
+        dtype=args.dtype,
+        autotune=args.autotune,
     )
     return 130 if result.stopped == "interrupted" else 0
 

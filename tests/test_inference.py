@@ -106,7 +106,7 @@ conv 8@3x3 p1 nobias -> bn -> relu -> unit(8) -> unit(8) -> dropout 0.3 -> gap -
         return jnp.sum(y**2)
 
     ref = jax.grad(loss)(v["params"], False, {"*": "xla"})
-    cases = [(True, {"*": "xla"})] + [(remat, {"*": impl}) for impl in ("patches", "col2im") for remat in (False, True)]
+    cases = [(True, {"*": "xla"})] + [(remat, {"*": impl}) for impl in ("patches", "col2im", "shift") for remat in (False, True)]
     for remat, low in cases:
         got = jax.grad(loss)(v["params"], remat, low)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
@@ -122,29 +122,31 @@ def test_autotune_picks_a_known_lowering_and_caches(tmp_path, monkeypatch):
     real = at.time_layer
     monkeypatch.setattr(at, "time_layer", lambda *a, **k: calls.append(a) or real(*a, reps=1, **k))
     choice = net.autotune(8, train=True)
-    assert set(choice) == {"conv1", "conv2"} and set(choice.values()) <= {"xla", "patches", "col2im"}
-    assert len(calls) == 6 and (tmp_path / "autotune.json").is_file()
-    assert net.autotune(8, train=True) == choice and len(calls) == 6  # served from the cache
+    assert set(choice) == {"conv1", "conv2"} and set(choice.values()) <= {"xla", "patches", "col2im", "shift"}
+    assert len(calls) == 8 and (tmp_path / "autotune.json").is_file()
+    assert net.autotune(8, train=True) == choice and len(calls) == 8  # served from the cache
 
 
 @pytest.mark.parametrize(
     "spatial, stride, pad, dilation",
     [((14, 14), (1, 1), ((0, 0), (0, 0)), (1, 1)), ((9, 7), (2, 1), ((1, 2), (0, 1)), (1, 2)), ((11,), (3,), ((2, 1),), (2,))],
 )
-def test_col2im_input_gradient_equals_xla(spatial, stride, pad, dilation):
-    """The col2im lowering: same output, input and kernel gradients as XLA's convolution
-    (strides, uneven padding, dilation, 1-D and 2-D; float32, tolerance 1e-4)."""
-    from cnndsl.ops.conv import conv_apply, conv_col2im_grad
+@pytest.mark.parametrize("impl", ["col2im", "shift"])
+def test_custom_gradient_lowerings_equal_xla(spatial, stride, pad, dilation, impl):
+    """The col2im and shift lowerings: same output, input and kernel gradients as XLA's
+    convolution (strides, uneven padding, dilation, 1-D and 2-D; float32, tolerance 1e-4)."""
+    from cnndsl.ops.conv import conv_apply, conv_col2im_grad, conv_shift
 
+    lowered = {"col2im": conv_col2im_grad, "shift": conv_shift}[impl]
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, *spatial[::-1], 3)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((*(3,) * len(spatial), 3, 5)), jnp.float32)
     y = conv_apply(x, w, stride, pad, dilation, 1)
     g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     out = y.shape[1:-1][::-1]
-    np.testing.assert_allclose(conv_col2im_grad(x, w, stride, pad, dilation, out), y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lowered(x, w, stride, pad, dilation, out), y, rtol=1e-5, atol=1e-5)
     want = jax.grad(lambda x, w: jnp.vdot(conv_apply(x, w, stride, pad, dilation, 1), g), (0, 1))(x, w)
-    got = jax.grad(lambda x, w: jnp.vdot(conv_col2im_grad(x, w, stride, pad, dilation, out), g), (0, 1))(x, w)
+    got = jax.grad(lambda x, w: jnp.vdot(lowered(x, w, stride, pad, dilation, out), g), (0, 1))(x, w)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 

@@ -271,6 +271,25 @@ def test_four_devices_match_one(tmp_path: Path) -> None:
         train(net, out=tmp_path / "three", quiet=True, devices=3, overrides={"batch": 32})
 
 
+def test_remat_autotune_and_bfloat16_change_how_not_what(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`remat` and autotuned lowerings train to the same weights (float tolerance); bfloat16
+    compute trains too. (Remat applies per block instance, hence the block.)"""
+    monkeypatch.setenv("CNNDSL_CACHE_DIR", str(tmp_path / "cache"))
+    text = SMALL.replace("input 1@8x8\n", "input 1@8x8\nblock res(c) { residual { conv c@3x3 p1 -> relu } }\n")
+    net = cnndsl.loads(text.replace("conv 8@3x3 p1 nobias -> bn -> relu", "conv 8@3x3 p1 -> res(8)"))
+    steps = {"max_steps": 6}
+    base = train(net, out=tmp_path / "a", quiet=True, **steps)
+    for name, how in (("r", {"remat": True}), ("t", {"autotune": True})):
+        other = train(net, out=tmp_path / name, quiet=True, **steps, **how)
+        for a, b in zip(jax.tree.leaves(base.variables), jax.tree.leaves(other.variables), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=name)
+    assert (tmp_path / "cache" / "autotune.json").is_file()
+    bf = train(net, out=tmp_path / "bf", quiet=True, dtype="bfloat16", overrides={"epochs": 1})
+    assert np.isfinite(bf.history[0]["train_loss"])
+    with pytest.raises(ArgumentError, match="unknown dtype"):
+        train(net, out=tmp_path / "x", quiet=True, dtype="float8")
+
+
 def test_max_time_stops_after_one_step_and_saves(tmp_path: Path) -> None:
     net = cnndsl.loads(SMALL)
     r = train(net, out=tmp_path / "t", quiet=True, max_time=0)

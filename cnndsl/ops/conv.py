@@ -160,6 +160,48 @@ def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size, accu
     return jnp.matmul(patches, kernel.reshape(-1, kernel.shape[-1]), preferred_element_type=accumulate)
 
 
+def conv_shift(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any:
+    """The convolution as a sum of shifted, scaled copies of the input, one per kernel offset
+    and input channel: `y = sum_{k,c} x[shifted by k][..., c] * W[k, c, :]`, which XLA fuses
+    into one elementwise loop. For a layer with a tiny contraction (input depth x kernel
+    area <= 32: LeNet-5's conv1, 1 x 5x5) that is 7x faster than XLA's convolution on x86-64
+    CPUs, measured alone (2.9 vs 0.4 ms at batch 128); in a whole network the gain is smaller.
+    Gradients are XLA's convolution gradients. groups = 1; *written* order arguments.
+    """
+    import itertools
+
+    import jax
+    import jax.numpy as jnp
+
+    s, d, out = tuple(strides)[::-1], tuple(dilation)[::-1], tuple(out_size)[::-1]
+
+    def forward(x, kernel):
+        return conv_apply(x, kernel, strides, padding, dilation, 1)
+
+    @jax.custom_vjp
+    def conv(x, kernel):
+        k, c = kernel.shape[:-2], kernel.shape[-2]
+        xp = jnp.pad(x, ((0, 0), *tuple(padding)[::-1], (0, 0)))
+        y = None
+        for offs in itertools.product(*(range(ki) for ki in k)):
+            idx = tuple(slice(o * di, o * di + (n - 1) * si + 1, si) for o, di, n, si in zip(offs, d, out, s))
+            window = xp[(slice(None), *idx, slice(None))]
+            for ci in range(c):
+                term = window[..., ci : ci + 1] * kernel[(*offs, ci)].reshape((1,) * (x.ndim - 1) + (-1,))
+                y = term if y is None else y + term
+        return y
+
+    def fwd(x, kernel):
+        return conv(x, kernel), (x, kernel)
+
+    def bwd(res, g):
+        x, kernel = res
+        return jax.vjp(forward, x, kernel)[1](g)
+
+    conv.defvjp(fwd, bwd)
+    return conv(x, kernel)
+
+
 def conv_col2im_grad(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any:
     """XLA's convolution forward and weight gradient, with the *input* gradient as one matmul
     plus a fused shift-and-add (col2im) instead of XLA's transposed convolution.
@@ -258,25 +300,34 @@ class _ConvBase(Op):
             out["bias"] = _bias_init(f)
         return out
 
-    lowerings = ("xla", "patches", "col2im")
+    lowerings = ("xla", "patches", "col2im", "shift")
 
-    def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
-        """Default: XLA's convolution; to train a layer with fewer than 16 input channels,
-        its input gradient by col2im (`conv_col2im_grad`). Measured on a 2-core x86-64 CPU
-        with YNNPACK fusions off (cnndsl's XLA guard): XLA's convolution beat patches + matmul
-        on every LeNet-5 and ResNet-18 layer, and col2im takes LeNet-5's train step from
-        11.8 to 10.4 ms (benchmarks/RESULTS.md). `autotune` measures every lowering per layer
-        on the device at hand."""
-        if train and self._groups(a, x) == 1 and x.depth < 16:
+    def lowering(self, a: Args, x: Shape, y: Shape, train: bool, batch: int | None = None) -> str:
+        """Default: for inference, `shift` (`conv_shift`) when input depth x kernel area <= 32
+        (LeNet-5 inference 1.04-1.11x; in training it was slower); else XLA's convolution,
+        and to train a layer with fewer than 16 input channels and
+        at most 32,768 output positions in the batch (N x H x W), its input gradient by
+        col2im (`conv_col2im_grad`). Measured on a 2-core x86-64 CPU with YNNPACK fusions off
+        (cnndsl's XLA guard): XLA's convolution beat patches + matmul on every LeNet-5 and
+        ResNet-18 layer; col2im takes LeNet-5's train step at batch 128 (12,800 positions in
+        conv2) from 11.7 to 10.1 ms, but at batch 512 (51,200) XLA's is faster, 48.8 vs 57.3
+        ms (benchmarks/RESULTS.md). `autotune` measures every lowering per layer on the
+        device at hand."""
+        if not train and self._groups(a, x) == 1 and x.depth * math.prod(bcast(self._kernel(a), x.rank)) <= 32:
+            return "shift"
+        positions = (batch or 1) * math.prod(y.spatial)
+        if train and self._groups(a, x) == 1 and x.depth < 16 and positions <= 32_768:
             return "col2im"
         return "xla"
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         _, s, d, eff = geometry(a, self._kernel(a), ctx.x.rank)
         padding = pads(a, ctx.x, ctx.y, eff, s)
-        impl = ctx.impl or self.lowering(a, ctx.x, ctx.y, ctx.train)
+        impl = ctx.impl or self.lowering(a, ctx.x, ctx.y, ctx.train, batch=x.shape[0])
         if impl == "patches" and self._groups(a, ctx.x) == 1:
             y = conv_patches(x, p["kernel"], s, padding, d, ctx.y.spatial, ctx.accumulate)
+        elif impl == "shift" and self._groups(a, ctx.x) == 1 and ctx.accumulate is None:
+            y = conv_shift(x, p["kernel"], s, padding, d, ctx.y.spatial)
         elif impl == "col2im" and self._groups(a, ctx.x) == 1 and ctx.accumulate is None:
             y = conv_col2im_grad(x, p["kernel"], s, padding, d, ctx.y.spatial)
         else:

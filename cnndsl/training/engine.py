@@ -259,8 +259,38 @@ def _merge_stats(base: dict, new: dict, skip: set[tuple[str, ...]], path: tuple[
     return out
 
 
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    """How the forward pass is computed (see `backends.jax.forward`); not what it computes."""
+
+    remat: bool = False
+    dtype: str = "float32"
+    lowering: dict[str, str] | None = None
+
+    def kwargs(self, *, train: bool) -> dict[str, Any]:
+        dtype = jnp.bfloat16 if self.dtype == "bfloat16" else None
+        return {"remat": self.remat and train, "dtype": dtype, "lowering": self.lowering}
+
+    def describe(self) -> str:
+        parts = [self.dtype if self.dtype == "float32" else f"{self.dtype} compute, float32 accumulation"]
+        if self.remat:
+            parts.append("remat per block")
+        if self.lowering:
+            chosen = sorted(set(self.lowering.values()))
+            parts.append(f"autotuned lowerings ({', '.join(chosen)})")
+        return " · ".join(parts)
+
+
 def make_train_step(
-    net: ir.Network, task: Task, tx: optax.GradientTransformation, frozen: Any, placement: Placement
+    net: ir.Network,
+    task: Task,
+    tx: optax.GradientTransformation,
+    frozen: Any,
+    placement: Placement,
+    compute: Compute = Compute(),
 ) -> Callable[..., dict]:
     """`step(state, key, fixed, x, y) -> state`, jitted with the state donated.
 
@@ -276,7 +306,9 @@ def make_train_step(
         def loss_fn(params: dict) -> tuple[jax.Array, tuple[dict, jax.Array]]:
             params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
             variables = {"params": params, "batch_stats": state["batch_stats"], "fixed": fixed}
-            out, updates = forward(net, variables, x, train=True, key=dkey, logits=task.logits)
+            out, updates = forward(
+                net, variables, x, train=True, key=dkey, logits=task.logits, **compute.kwargs(train=True)
+            )
             loss_sum, metrics = loss_and_metrics(task, out, y, jnp.ones((n,), jnp.float32))
             return loss_sum / n, (updates, metrics)
 
@@ -294,12 +326,14 @@ def make_train_step(
     return jax.jit(step, donate_argnums=(0,), in_shardings=(rep, rep, rep, bat, bat), out_shardings=rep)
 
 
-def make_eval_step(net: ir.Network, task: Task, placement: Placement) -> Callable[..., tuple[jax.Array, jax.Array]]:
+def make_eval_step(
+    net: ir.Network, task: Task, placement: Placement, compute: Compute = Compute()
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """`evaluate(variables, x, y, w) -> (metrics float32[5], outputs)`; `w` masks padding.
     The outputs are the network's own (final softmax included)."""
 
     def step(variables: dict, x: jax.Array, y: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = forward(net, variables, x, logits=task.logits)[0]
+        out = forward(net, variables, x, logits=task.logits, **compute.kwargs(train=False))[0]
         _, metrics = loss_and_metrics(task, out, y, w)
         return metrics, out
 

@@ -92,6 +92,9 @@ def train(
     progress: bool | None = None,
     quiet: bool = False,
     plot: bool = True,
+    remat: bool = False,
+    dtype: str = "float32",
+    autotune: bool = False,
     console: Any = None,
 ) -> TrainResult:
     """Train `net` (a `Net` or a `.cnn` path) as its `train` section says, with `overrides`.
@@ -100,6 +103,10 @@ def train(
     used as given, after `classes`). `max_time` (seconds since the call) and `max_steps`
     (total steps) stop cleanly after the current step and save a checkpoint that `resume`
     continues. `devices` > 1 trains data-parallel over the first `devices` devices.
+    How to compute, not what (results agree within float tolerance): `remat` recomputes
+    block activations in the backward pass instead of storing them (less memory),
+    `dtype="bfloat16"` runs convolutions and dense layers in bfloat16 with float32
+    accumulation, `autotune` times each layer's lowerings once at this batch size (cached).
     """
     options = RunOptions(
         out=Path(out) if out is not None else None,
@@ -111,6 +118,9 @@ def train(
         progress=progress,
         quiet=quiet,
         plot=plot,
+        remat=remat,
+        dtype=dtype,
+        autotune=autotune,
     )
     net = net if isinstance(net, Net) else load(net)
     return _Run(net, config, dict(overrides or {}), dataset, options, console).run()
@@ -129,6 +139,9 @@ class RunOptions:
     progress: bool | None = None
     quiet: bool = False
     plot: bool = True
+    remat: bool = False
+    dtype: str = "float32"
+    autotune: bool = False
 
 
 class _Run:
@@ -166,6 +179,9 @@ class _Run:
             self.cfg = apply_overrides(config if config is not None else resolve_config(net), overrides)
             self.changes = []
         self.placement = engine.Placement(opts.devices)
+        if opts.dtype not in engine.DTYPES:
+            raise ArgumentError(f"unknown dtype `{opts.dtype}`", hints=[f"use one of {', '.join(engine.DTYPES)}"])
+        self.opts = opts
         self.ds = self._data(dataset)
 
     # -- set-up -----------------------------------------------------------------------------
@@ -286,8 +302,11 @@ class _Run:
         # a donated buffer must appear once.
         self.state = pl.state(jax.tree.map(np.array, engine.to_host(state)))
         self.key = pl.state(jax.random.key(cfg.seed))
-        step_fn = engine.make_train_step(self.net.ir, self.task, tx, frozen, pl)
-        self.eval_fn = engine.make_eval_step(self.net.ir, self.task, pl)
+        o = self.opts
+        lowering = self.net.autotune(self.batch // pl.devices, train=True) if o.autotune else None
+        self.compute = engine.Compute(remat=o.remat, dtype=o.dtype, lowering=lowering)
+        step_fn = engine.make_train_step(self.net.ir, self.task, tx, frozen, pl, self.compute)
+        self.eval_fn = engine.make_eval_step(self.net.ir, self.task, pl, self.compute)
         t = time.monotonic()
         x_spec = jax.ShapeDtypeStruct((self.batch, *ds.x_train.shape[1:]), jnp.float32, sharding=pl.batch)
         y_spec = jax.ShapeDtypeStruct((self.batch, *ds.y_train.shape[1:]), ds.y_train.dtype, sharding=pl.batch)
@@ -333,7 +352,10 @@ class _Run:
             c.print(self.report.render(), markup=False)
         if cfg.freeze:
             c.print(f"freeze   {', '.join(cfg.freeze)}: no gradient, no optimizer state, BN statistics kept")
-        c.print(f"devices  {self.placement.describe()} · train step compiled in {self.compile_s:.1f} s")
+        c.print(
+            f"devices  {self.placement.describe()} · {self.compute.describe()}"
+            f" · train step compiled in {self.compile_s:.1f} s"
+        )
         where = f"out      {self.out}"
         if self.resume:
             where += (
