@@ -161,3 +161,23 @@ def test_bfloat16_compute_with_float32_accumulation(impl):
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2 * float(jnp.abs(want).max()))
     assert not np.array_equal(np.asarray(got), np.asarray(want))  # it did compute in bf16
+
+
+def test_batchnorm_dot_lowering_equals_xla_reductions():
+    """bn's `dot` lowering (per-channel sums as matmuls, hand-written gradient): same output,
+    running statistics and gradients (of input, scale and bias) as XLA's reductions."""
+    net = cnndsl.loads("input 3@9x7\nconv 5@3x3 p1 -> bn momentum=0.9 -> relu -> conv 4@3x3 -> bn -> gap -> dense 3")
+    v = randomized(net)
+    x = 3.0 * jax.random.normal(jax.random.key(5), (4, 7, 9, 3)) + 1.0
+
+    def run(low):
+        def loss(p, x):
+            y, upd = forward(net.ir, {**v, "params": p}, x, train=True, lowering=low)
+            return jnp.sum(jnp.sin(y)), upd
+
+        (value, upd), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(v["params"], x)
+        return value, upd, grads
+
+    want, got = run({"bn1": "xla", "bn2": "xla"}), run({"bn1": "dot", "bn2": "dot"})
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

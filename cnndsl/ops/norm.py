@@ -34,21 +34,90 @@ class BatchNorm(Op):
         one, zero = _ones_zeros(x.depth)
         return {"scale": ("params", one), "bias": ("params", zero), "mean": ("batch_stats", zero), "var": ("batch_stats", one)}
 
+    lowerings = ("dot", "xla")
+
+    def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
+        """On CPU, `dot`: the per-channel sums of training (statistics forward, scale and
+        bias gradients backward) as matmuls with a vector of ones, 7-10x faster there than
+        XLA:CPU's reductions over (N, H, W) (30 vs 4 ms for a 64x32x32x64 batch); elsewhere
+        XLA's reductions. Inference has no sums, so both are the same program there."""
+        import jax
+
+        return "dot" if jax.default_backend() == "cpu" else "xla"
+
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         import jax
         import jax.numpy as jnp
 
         if ctx.train:
-            axes = tuple(range(x.ndim - 1))
-            mean = x.mean(axis=axes)
-            var = jnp.maximum((x * x).mean(axis=axes) - mean * mean, 0.0)
+            if (ctx.impl or self.lowering(a, ctx.x, ctx.y, True)) == "dot":
+                y, mean, var = _bn_train_dot(x, p["scale"], p["bias"], a.eps)
+                mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+            else:
+                axes = tuple(range(x.ndim - 1))
+                mean = x.mean(axis=axes)
+                var = jnp.maximum((x * x).mean(axis=axes) - mean * mean, 0.0)
+                y = None
             m = a.momentum
             ctx.updates["mean"] = m * p["mean"] + (1 - m) * mean
             ctx.updates["var"] = m * p["var"] + (1 - m) * var
+            if y is not None:
+                return y
         else:
             mean, var = p["mean"], p["var"]
         mul = jax.lax.rsqrt(var + a.eps) * p["scale"]
         return (x - per_channel(mean, x)) * per_channel(mul, x) + per_channel(p["bias"], x)
+
+
+def channel_sum(x: Any) -> Any:
+    """`x: (N, ..., C)` summed over every axis but the last, as `ones @ x.reshape(-1, C)`
+    (full float32 precision): XLA:CPU reduces over leading axes 7-10x slower than it
+    multiplies matrices."""
+    import jax
+    import jax.numpy as jnp
+
+    x2 = x.reshape(-1, x.shape[-1])
+    return jnp.dot(jnp.ones((x2.shape[0],), x.dtype), x2, precision=jax.lax.Precision.HIGHEST)
+
+
+def _bn_train_dot(x: Any, scale: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
+    """Training-mode batch norm `(y, batch mean, batch variance)` with its gradient written
+    out (the textbook formula), every per-channel sum a `channel_sum`. Same arithmetic as
+    Flax's `BatchNorm` (variance as E[x²] - E[x]², clamped at 0)."""
+    import jax
+
+    n = x.size // x.shape[-1]
+
+    def stats(x):
+        mean = channel_sum(x) / n
+        return mean, jax.numpy.maximum(channel_sum(x * x) / n - mean * mean, 0.0)
+
+    @jax.custom_vjp
+    def bn(x, scale, bias):
+        mean, var = stats(x)
+        inv = jax.lax.rsqrt(var + eps)
+        return (x - per_channel(mean, x)) * per_channel(inv * scale, x) + per_channel(bias, x), mean, var
+
+    def fwd(x, scale, bias):
+        mean, var = stats(x)
+        inv = jax.lax.rsqrt(var + eps)
+        y = (x - per_channel(mean, x)) * per_channel(inv * scale, x) + per_channel(bias, x)
+        return (y, mean, var), (x, mean, inv, scale)
+
+    def bwd(res, cts):
+        x, mean, inv, scale = res
+        g, g_mean, g_var = cts
+        centred = x - per_channel(mean, x)
+        xhat = centred * per_channel(inv, x)
+        dbias = channel_sum(g)
+        dscale = channel_sum(g * xhat)
+        dx = per_channel(scale * inv / n, x) * (n * g - per_channel(dbias, x) - xhat * per_channel(dscale, x))
+        # the batch statistics' own cotangents (zero when only the running averages use them)
+        dx = dx + per_channel(g_mean / n, x) + centred * per_channel(2 * g_var / n, x)
+        return dx, dscale, dbias
+
+    bn.defvjp(fwd, bwd)
+    return bn(x, scale, bias)
 
 
 @register
