@@ -114,6 +114,7 @@ def cnndsl_contender(
     lowering: dict[str, str] | None = None,
     folded: bool = False,
     tuned: bool = False,
+    dtype: Any = None,
     description: str = "",
 ) -> Contender:
     """The cnndsl-compiled model: `Net.functional` of the example's `.cnn` file.
@@ -124,6 +125,8 @@ def cnndsl_contender(
     folded once from the trained variables outside the timed call, as a deployment would.
     With `tuned`, `Net.autotune` picks each layer's lowering by timing it at the batch size
     (train mode; cached in `$CNNDSL_CACHE_DIR`, so a second run does not measure again).
+    `dtype=jnp.bfloat16` computes convolutions and dense layers in bfloat16 (float32
+    accumulation and variables).
     """
     net = cnndsl.load(os.path.join(ROOT, CNN_FILES[model_name]))
     spec = ref.SPECS[model_name]
@@ -131,7 +134,7 @@ def cnndsl_contender(
 
     def make(seed: int, batch: int) -> tuple[ref.ApplyFn, ref.Params, Any]:
         low = net.autotune(batch, train=True) if tuned else lowering
-        variables, apply = net.functional(jax.random.key(seed), lowering=low)
+        variables, apply = net.functional(jax.random.key(seed), lowering=low, dtype=dtype)
         params = variables.pop("params")
 
         def apply_fn(p: ref.Params, s: Any, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
@@ -157,7 +160,7 @@ def cnndsl_contender(
         if fns["folded"] is None or fns["folded"][0] is not state:
             p, s, _ = state
             fnet, fv = net.for_inference({"params": p, **s})
-            _, fapply = fnet.functional(jax.random.key(0), lowering=lowering)
+            _, fapply = fnet.functional(jax.random.key(0), lowering=lowering, dtype=dtype)
             fns["folded_apply"] = jax.jit(lambda v, x: fapply(v, x, logits=True))
             fns["folded"] = (state, fv)
         return fns["folded_apply"](fns["folded"][1], x)

@@ -165,8 +165,8 @@ def conv_shift(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any
     and input channel: `y = sum_{k,c} x[shifted by k][..., c] * W[k, c, :]`, which XLA fuses
     into one elementwise loop. For a layer with a tiny contraction (input depth x kernel
     area <= 32: LeNet-5's conv1, 1 x 5x5) that is 7x faster than XLA's convolution on x86-64
-    CPUs, measured alone (2.9 vs 0.4 ms at batch 128); in a whole network the gain is smaller.
-    Gradients are XLA's convolution gradients. groups = 1; *written* order arguments.
+    CPUs (2.4 vs 0.33 ms at batch 128; with the weight gradient 3.3 vs 1.2 ms). Gradients are
+    XLA's convolution gradients. groups = 1; *written* order arguments.
     """
     import itertools
 
@@ -189,7 +189,10 @@ def conv_shift(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any
             for ci in range(c):
                 term = window[..., ci : ci + 1] * kernel[(*offs, ci)].reshape((1,) * (x.ndim - 1) + (-1,))
                 y = term if y is None else y + term
-        return y
+        # A product with the identity (exact) materialises the sum once: otherwise XLA fuses
+        # it into every consumer, and the backward pass's fusions (a max-pool gradient, say)
+        # each recompute all of it. (`optimization_barrier` does not stop fusion.)
+        return jnp.matmul(y, jnp.eye(y.shape[-1], dtype=y.dtype), precision=jax.lax.Precision.HIGHEST)
 
     def fwd(x, kernel):
         return conv(x, kernel), (x, kernel)
@@ -303,17 +306,16 @@ class _ConvBase(Op):
     lowerings = ("xla", "patches", "col2im", "shift")
 
     def lowering(self, a: Args, x: Shape, y: Shape, train: bool, batch: int | None = None) -> str:
-        """Default: for inference, `shift` (`conv_shift`) when input depth x kernel area <= 32
-        (LeNet-5 inference 1.04-1.11x; in training it was slower); else XLA's convolution,
-        and to train a layer with fewer than 16 input channels and
-        at most 32,768 output positions in the batch (N x H x W), its input gradient by
-        col2im (`conv_col2im_grad`). Measured on a 2-core x86-64 CPU with YNNPACK fusions off
-        (cnndsl's XLA guard): XLA's convolution beat patches + matmul on every LeNet-5 and
-        ResNet-18 layer; col2im takes LeNet-5's train step at batch 128 (12,800 positions in
-        conv2) from 11.7 to 10.1 ms, but at batch 512 (51,200) XLA's is faster, 48.8 vs 57.3
-        ms (benchmarks/RESULTS.md). `autotune` measures every lowering per layer on the
-        device at hand."""
-        if not train and self._groups(a, x) == 1 and x.depth * math.prod(bcast(self._kernel(a), x.rank)) <= 32:
+        """Default: `shift` (`conv_shift`) when input depth x kernel area <= 32; else XLA's
+        convolution, and to train a layer with fewer than 16 input channels and at most
+        32,768 output positions in the batch (N x H x W), its input gradient by col2im
+        (`conv_col2im_grad`). Measured on a 2-core x86-64 CPU with YNNPACK fusions off
+        (cnndsl's XLA guard; benchmarks/RESULTS.md): LeNet-5's train step at batch 128 goes
+        from 11.3 ms (XLA everywhere) to 7.6 ms with col2im for conv2 and 5.4 ms with shift
+        for conv1; at batch 512 col2im is slower than XLA (42.0 vs 33.9 ms), hence the bound.
+        XLA's convolution beat patches + matmul on every LeNet-5 and ResNet-18 layer.
+        `autotune` measures every lowering per layer on the device at hand."""
+        if self._groups(a, x) == 1 and x.depth * math.prod(bcast(self._kernel(a), x.rank)) <= 32:
             return "shift"
         positions = (batch or 1) * math.prod(y.spatial)
         if train and self._groups(a, x) == 1 and x.depth < 16 and positions <= 32_768:

@@ -70,14 +70,21 @@ class BatchNorm(Op):
 
 
 def channel_sum(x: Any) -> Any:
-    """`x: (N, ..., C)` summed over every axis but the last, as `ones @ x.reshape(-1, C)`
-    (full float32 precision): XLA:CPU reduces over leading axes 7-10x slower than it
-    multiplies matrices."""
+    """`x: (N, ..., C)` summed over every axis but the last, as a vector-matrix product with
+    a vector of ones (full float32 precision): XLA:CPU reduces over leading axes 7-10x slower
+    than it multiplies. The rows are first regrouped `r` at a time, `(M/r, r*C)`, which makes
+    the product 3x faster again (wider rows), and the `r` partial sums added at the end."""
+    import math
+
     import jax
     import jax.numpy as jnp
 
-    x2 = x.reshape(-1, x.shape[-1])
-    return jnp.dot(jnp.ones((x2.shape[0],), x.dtype), x2, precision=jax.lax.Precision.HIGHEST)
+    c = x.shape[-1]
+    m = x.size // c
+    r = math.gcd(m, 64)
+    x2 = x.reshape(m // r, r * c)
+    partial = jnp.dot(jnp.ones((m // r,), x.dtype), x2, precision=jax.lax.Precision.HIGHEST)
+    return partial.reshape(r, c).sum(0)
 
 
 def _bn_train_dot(x: Any, scale: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
