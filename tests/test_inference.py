@@ -12,6 +12,8 @@ from cnndsl import ir
 from cnndsl.backends.inference import fold_for_inference
 from cnndsl.backends.jax import forward
 
+from .conftest import EXAMPLES
+
 RTOL, ATOL = 2e-5, 2e-5  # float32 rounding of the refactored arithmetic
 
 
@@ -120,10 +122,12 @@ def test_autotune_picks_a_known_lowering_and_caches(tmp_path, monkeypatch):
     net = cnndsl.loads("input 1@12x12\nconv 4@3x3 -> relu -> conv 4@3x3")
     calls = []
     real = at.time_layer
-    monkeypatch.setattr(at, "time_layer", lambda *a, **k: calls.append(a) or real(*a, reps=1, **k))
+    monkeypatch.setattr(at, "time_layer", lambda *a, **k: calls.append((a[0].name, k["input_grad"])) or real(*a, reps=1, **k))
     choice = net.autotune(8, train=True)
     assert set(choice) == {"conv1", "conv2"} and set(choice.values()) <= {"xla", "patches", "col2im", "shift"}
     assert len(calls) == 8 and (tmp_path / "autotune.json").is_file()
+    # the first layer's input gradient is never computed in training, so it is not timed
+    assert set(calls) == {("conv1", False), ("conv2", True)}
     assert net.autotune(8, train=True) == choice and len(calls) == 8  # served from the cache
 
 
@@ -181,3 +185,19 @@ def test_batchnorm_dot_lowering_equals_xla_reductions():
     want, got = run({"bn1": "xla", "bn2": "xla"}), run({"bn1": "dot", "bn2": "dot"})
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_lowerings_only_under_the_xla_guard(monkeypatch):
+    """The CPU-measured defaults (shift, col2im, bn dot) apply only with YNNPACK fusions off."""
+    from cnndsl.backends._xla_guard import FLAG
+    from cnndsl.ops import REGISTRY
+
+    net = cnndsl.load(EXAMPLES / "lenet5.cnn")
+    conv1, conv2 = (n for n in ir.layers(net.ir.body) if n.op == "conv")
+    bn = next(n for n in ir.layers(cnndsl.loads("input 3@8x8\nconv 4@3x3 -> bn").ir.body) if n.op == "bn")
+    choose = lambda n, train: REGISTRY[n.op].lowering(n.args, n.x, n.y, train)  # noqa: E731
+    monkeypatch.setenv("XLA_FLAGS", FLAG)
+    assert (choose(conv1, True), choose(conv2, True), choose(conv2, False), choose(bn, True)) == ("shift", "col2im", "xla", "dot")
+    assert REGISTRY["conv"].lowering(conv2.args, conv2.x, conv2.y, True, batch=512) == "xla"  # 51,200 positions
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert {choose(conv1, True), choose(conv2, True), choose(bn, True)} == {"xla"}

@@ -64,3 +64,12 @@ def install(*, warn: bool = False) -> bool:
         return False
     os.environ["XLA_FLAGS"] = (flags + " " + FLAG).strip()
     return True
+
+
+def cpu_lowerings() -> bool:
+    """Whether the CPU-measured lowerings apply: JAX runs on the CPU with YNNPACK fusions
+    off. They were measured under this flag (benchmarks/RESULTS.md); with YNNPACK on, or on
+    another backend, the ops keep XLA's own lowerings."""
+    import jax
+
+    return jax.default_backend() == "cpu" and FLAG in os.environ.get("XLA_FLAGS", "").split()

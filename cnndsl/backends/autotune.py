@@ -5,7 +5,9 @@
 
 For every layer whose op has several lowerings (`Op.lowerings`, e.g. conv: XLA's
 convolution or patches + matmul), the layer alone is compiled with each lowering at the
-given batch size and timed (forward, or forward + backward when `train`); the fastest wins.
+given batch size and timed (forward, or forward + backward when `train`: the parameter
+gradient, and the input gradient unless no trainable layer comes before it, as for the
+first convolution, whose input gradient the train step never computes); the fastest wins.
 Layers with the same op, arguments and shapes are measured once. Results are cached in
 `$CNNDSL_CACHE_DIR/autotune.json` (default `~/.cache/cnndsl`), keyed by device, JAX version
 and layer signature, so a later run starts instantly. Without autotuning every op uses its
@@ -39,12 +41,14 @@ def _device_key() -> str:
     return f"{d.platform}:{getattr(d, 'device_kind', '?')}:{os.cpu_count()}:jax{jax.__version__}"
 
 
-def signature(n: ir.Layer, batch: int, train: bool) -> str:
-    return f"{_device_key()}|{n.op}|{n.args!r}|{n.x}|{n.y}|b{batch}|{'train' if train else 'eval'}"
+def signature(n: ir.Layer, batch: int, train: bool, input_grad: bool = True) -> str:
+    mode = ("train" if input_grad else "train-no-dx") if train else "eval"
+    return f"{_device_key()}|{n.op}|{n.args!r}|{n.x}|{n.y}|b{batch}|{mode}"
 
 
-def time_layer(n: ir.Layer, impl: str, batch: int, train: bool, reps: int = 7) -> float:
-    """Median seconds of one jitted call of layer `n` alone with lowering `impl`."""
+def time_layer(n: ir.Layer, impl: str, batch: int, train: bool, reps: int = 7, input_grad: bool = True) -> float:
+    """Median seconds of one jitted call of layer `n` alone with lowering `impl` (with
+    `train`: its gradient, for the input too when `input_grad`)."""
     op = REGISTRY[n.op]
     assert n.x is not None and n.y is not None
     import numpy as np
@@ -56,7 +60,7 @@ def time_layer(n: ir.Layer, impl: str, batch: int, train: bool, reps: int = 7) -
         return op.apply(n.args, p, x, ApplyCtx(train=train, x=n.x, y=n.y, impl=impl, dropout=False))
 
     if train:
-        g = jax.grad(lambda p, x: jnp.sum(f(p, x)), argnums=(0, 1))
+        g = jax.grad(lambda p, x: jnp.sum(f(p, x)), argnums=(0, 1) if input_grad else 0)
         fn = jax.jit(g)
     else:
         fn = jax.jit(f)
@@ -86,13 +90,17 @@ def autotune(
         except (OSError, ValueError):
             cache = {}
     choice: dict[str, str] = {}
+    trainable_before = False  # (in walk order: exact for chains, a fair guess in graphs)
     for n in ir.layers(net.body):
         op = REGISTRY[n.op]
+        input_grad = trainable_before
+        if n.x is not None and n.y is not None and op.count(n.args, n.x, n.y)[0] > 0:
+            trainable_before = True
         if len(op.lowerings) < 2:
             continue
-        key = signature(n, batch, train)
+        key = signature(n, batch, train, input_grad)
         if key not in cache:
-            timings = {impl: time_layer(n, impl, batch, train) for impl in op.lowerings}
+            timings = {impl: time_layer(n, impl, batch, train, input_grad=input_grad) for impl in op.lowerings}
             cache[key] = {"best": min(timings, key=timings.__getitem__), "seconds": timings}
             if verbose:
                 shown = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in timings.items())

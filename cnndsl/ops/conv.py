@@ -313,12 +313,17 @@ class _ConvBase(Op):
         (cnndsl's XLA guard; benchmarks/RESULTS.md): LeNet-5's train step at batch 128 goes
         from 11.3 ms (XLA everywhere) to 7.6 ms with col2im for conv2 and 5.4 ms with shift
         for conv1; at batch 512 col2im is slower than XLA (42.0 vs 33.9 ms), hence the bound.
-        XLA's convolution beat patches + matmul on every LeNet-5 and ResNet-18 layer.
-        `autotune` measures every lowering per layer on the device at hand."""
-        if self._groups(a, x) == 1 and x.depth * math.prod(bcast(self._kernel(a), x.rank)) <= 32:
+        XLA's convolution beat patches + matmul on every LeNet-5 and ResNet-18 layer. Off
+        the CPU, or with YNNPACK fusions on, XLA's convolution (where these were not measured,
+        or measured slower). `autotune` measures every lowering per layer on the device."""
+        from ..backends._xla_guard import cpu_lowerings
+
+        if self._groups(a, x) != 1 or not cpu_lowerings():
+            return "xla"
+        if x.depth * math.prod(bcast(self._kernel(a), x.rank)) <= 32:
             return "shift"
         positions = (batch or 1) * math.prod(y.spatial)
-        if train and self._groups(a, x) == 1 and x.depth < 16 and positions <= 32_768:
+        if train and x.depth < 16 and positions <= 32_768:
             return "col2im"
         return "xla"
 

@@ -40,10 +40,10 @@ class BatchNorm(Op):
         """On CPU, `dot`: the per-channel sums of training (statistics forward, scale and
         bias gradients backward) as matmuls with a vector of ones, 7-10x faster there than
         XLA:CPU's reductions over (N, H, W) (30 vs 4 ms for a 64x32x32x64 batch); elsewhere
-        XLA's reductions. Inference has no sums, so both are the same program there."""
-        import jax
+        (and with YNNPACK fusions on, where it measured no faster) XLA's reductions. Inference has no sums, so both are the same program there."""
+        from ..backends._xla_guard import cpu_lowerings
 
-        return "dot" if jax.default_backend() == "cpu" else "xla"
+        return "dot" if cpu_lowerings() else "xla"
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         import jax
