@@ -123,8 +123,8 @@ def cnndsl_contender(
     everywhere, the same program as hand-written Flax). With `folded`, inference runs the
     `Net.for_inference` network (BatchNorm folded into the convolutions, dropout removed),
     folded once from the trained variables outside the timed call, as a deployment would.
-    With `tuned`, `Net.autotune` picks each layer's lowering by timing it at the batch size
-    (train mode; cached in `$CNNDSL_CACHE_DIR`, so a second run does not measure again).
+    With `tuned`, `Net.autotune` picks the lowerings by timing the whole network at the batch
+    size, once for training and once for inference (cached in `$CNNDSL_CACHE_DIR`).
     `dtype=jnp.bfloat16` computes convolutions and dense layers in bfloat16 (float32
     accumulation and variables).
     """
@@ -133,13 +133,15 @@ def cnndsl_contender(
     fns: dict[str, Any] = {}
 
     def make(seed: int, batch: int) -> tuple[ref.ApplyFn, ref.Params, Any]:
-        low = net.autotune(batch, train=True) if tuned else lowering
-        variables, apply = net.functional(jax.random.key(seed), lowering=low, dtype=dtype)
+        low_train = net.autotune(batch, train=True) if tuned else lowering
+        low_eval = net.autotune(batch, train=False) if tuned else lowering
+        variables, apply = net.functional(jax.random.key(seed), lowering=low_train, dtype=dtype)
+        _, apply_eval = net.functional(jax.random.key(seed), lowering=low_eval, dtype=dtype)
         params = variables.pop("params")
 
         def apply_fn(p: ref.Params, s: Any, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
             if not train:
-                return apply({"params": p, **s}, x, logits=True), s
+                return apply_eval({"params": p, **s}, x, logits=True), s
             y, stats = apply({"params": p, **s}, x, train=True, logits=True)
             return y, ({**s, "batch_stats": stats} if "batch_stats" in s else s)
 

@@ -111,7 +111,8 @@ class Net:
         return functional(self.ir, key, lowering=lowering, remat=remat, dtype=dtype)
 
     def autotune(self, batch: int, *, train: bool = True) -> dict[str, str]:
-        """Measure each layer's lowerings on this device at `batch`; `{name: lowering}`."""
+        """`{name: lowering}` for this device at `batch`, measured on the whole network (cached);
+        see `cnndsl.backends.autotune`."""
         from .backends.autotune import autotune
 
         return autotune(self.ir, batch, train=train)

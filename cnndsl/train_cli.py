@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
         "--dtype", choices=("float32", "bfloat16"), default="float32",
         help="compute convolutions and dense layers in bfloat16, accumulating in float32",
     )  # fmt: skip
-    comp.add_argument("--autotune", action="store_true", help="time each layer's lowerings once at this batch (cached)")
+    comp.add_argument("--autotune", action="store_true", help="time the network's lowering choices once at this batch (cached)")
     settings = t.add_argument_group("settings (override the file's train section)")
     for s in SETTINGS.values():
         flag = "--" + s.name.replace("_", "-")

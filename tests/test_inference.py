@@ -11,6 +11,7 @@ import cnndsl
 from cnndsl import ir
 from cnndsl.backends.inference import fold_for_inference
 from cnndsl.backends.jax import forward
+from cnndsl.ops import REGISTRY
 
 from .conftest import EXAMPLES
 
@@ -115,20 +116,31 @@ conv 8@3x3 p1 nobias -> bn -> relu -> unit(8) -> unit(8) -> dropout 0.3 -> gap -
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
 
 
-def test_autotune_picks_a_known_lowering_and_caches(tmp_path, monkeypatch):
+def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
     from cnndsl.backends import autotune as at
 
     monkeypatch.setenv("CNNDSL_CACHE_DIR", str(tmp_path))
-    net = cnndsl.loads("input 1@12x12\nconv 4@3x3 -> relu -> conv 4@3x3")
-    calls = []
-    real = at.time_layer
-    monkeypatch.setattr(at, "time_layer", lambda *a, **k: calls.append((a[0].name, k["input_grad"])) or real(*a, reps=1, **k))
+    net = cnndsl.loads("input 1@12x12\nconv 4@3x3 -> relu -> conv 4@3x3 -> relu -> conv 4@3x3 -> bn")
+    tried = []
+    real = at.time_network
+
+    def spy(net, lowering, batch, train, reps=5):
+        tried.append(dict(lowering))
+        return real(net, lowering, batch, train, reps=1)
+
+    monkeypatch.setattr(at, "time_network", spy)
     choice = net.autotune(8, train=True)
-    assert set(choice) == {"conv1", "conv2"} and set(choice.values()) <= {"xla", "patches", "col2im", "shift"}
-    assert len(calls) == 8 and (tmp_path / "autotune.json").is_file()
-    # the first layer's input gradient is never computed in training, so it is not timed
-    assert set(calls) == {("conv1", False), ("conv2", True)}
-    assert net.autotune(8, train=True) == choice and len(calls) == 8  # served from the cache
+    groups = at.tunable_groups(net.ir)
+    ops = {n.name: n.op for n in ir.layers(net.ir.body)}
+    assert set(choice) == {"conv1", "conv2", "conv3", "bn1"}
+    assert all(impl in REGISTRY[ops[name]].lowerings for name, impl in choice.items())
+    # the defaults first, then every alternative of every group once
+    defaults = {n.name: at.default_lowering(n, 8, True) for layers in groups.values() for n in layers}
+    assert tried[0] == defaults
+    alternatives = sum(len(REGISTRY[layers[0].op].lowerings) - 1 for layers in groups.values())
+    assert len(tried) == 1 + alternatives
+    assert (tmp_path / "autotune.json").is_file()
+    assert net.autotune(8, train=True) == choice and len(tried) == 1 + alternatives  # served from the cache
 
 
 @pytest.mark.parametrize(

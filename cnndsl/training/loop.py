@@ -106,7 +106,7 @@ def train(
     How to compute, not what (results agree within float tolerance): `remat` recomputes
     block activations in the backward pass instead of storing them (less memory),
     `dtype="bfloat16"` runs convolutions and dense layers in bfloat16 with float32
-    accumulation, `autotune` times each layer's lowerings once at this batch size (cached).
+    accumulation, `autotune` times the network's lowering choices once at this batch size (cached).
     """
     options = RunOptions(
         out=Path(out) if out is not None else None,
