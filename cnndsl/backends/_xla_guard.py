@@ -3,12 +3,14 @@
 On jaxlib 0.10.x, CPU, `jax.jit(lambda x: (x @ W).sum())` with `W` a constant (for instance
 weights closed over by the jitted function) is fused into a YNNPACK kernel that returns NaN.
 Turning YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`, an empty list)
-gives the right answer, and is also faster for CNNs on x86-64: `-dot,-eltwise,-reduce`
-fixes the NaN too but leaves skinny matmuls and convolutions in YNNPACK, where LeNet-5's
-train step (hand-written Flax and cnndsl alike) runs 1.2-1.6x slower (benchmarks/RESULTS.md). `import cnndsl` adds the flag to `XLA_FLAGS` (without importing JAX)
-if XLA has not started yet and the user did not set the flag; otherwise building a network
-warns. Set
-`CNNDSL_NO_XLA_GUARD=1` to leave XLA_FLAGS alone. tests/test_xla_guard.py keeps the case.
+gives the right answer, and is also faster for CNNs on x86-64 (`-dot,-eltwise,-reduce`
+fixes the NaN too but leaves matmuls and convolutions in YNNPACK): with XLA's defaults,
+hand-written Flax trains LeNet-5 1.4-1.9x and ResNet-18 1.1x slower, and runs ResNet-18
+inference 1.5x slower (benchmarks/RESULTS.md, runs A and B).
+
+`import cnndsl` adds the flag to `XLA_FLAGS` (without importing JAX) if XLA has not started
+yet and the user did not set the flag; otherwise building a network warns. Set
+`CNNDSL_NO_XLA_GUARD=1` to leave XLA_FLAGS alone. tests/test_backend.py keeps the NaN case.
 """
 
 from __future__ import annotations
