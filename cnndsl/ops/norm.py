@@ -40,7 +40,8 @@ class BatchNorm(Op):
         """On CPU, `dot`: the per-channel sums of training (statistics forward, scale and
         bias gradients backward) as matmuls with a vector of ones, up to 75x faster there than
         XLA:CPU's reductions over (N, H, W) (30 vs 0.4 ms for a 64x32x32x64 batch); elsewhere
-        (and with YNNPACK fusions on, where it measured no faster) XLA's reductions. Inference has no sums, so both are the same program there."""
+        (and with YNNPACK fusions on, where it measured no faster) XLA's reductions.
+        Inference has no sums, so both are the same program there."""
         from ..backends._xla_guard import cpu_lowerings
 
         return "dot" if cpu_lowerings() else "xla"
@@ -71,7 +72,7 @@ class BatchNorm(Op):
 
 def channel_sum(x: Any) -> Any:
     """`x: (N, ..., C)` summed over every axis but the last, as a vector-matrix product with
-    a vector of ones (full float32 precision): XLA:CPU reduces over leading axes 7-10x slower
+    a vector of ones (full float32 precision): XLA:CPU reduces over leading axes far slower
     than it multiplies. The rows are first regrouped `r` at a time, `(M/r, r*C)`, which makes
     the product 3x faster again (wider rows), and the `r` partial sums added at the end."""
     import math
