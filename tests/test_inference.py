@@ -121,14 +121,10 @@ def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
 
     monkeypatch.setenv("CNNDSL_CACHE_DIR", str(tmp_path))
     net = cnndsl.loads("input 1@12x12\nconv 4@3x3 -> relu -> conv 4@3x3 -> relu -> conv 4@3x3 -> bn")
-    tried = []
-    real = at.time_network
-
-    def spy(net, lowering, batch, train, reps=5):
-        tried.append(dict(lowering))
-        return real(net, lowering, batch, train, reps=1)
-
-    monkeypatch.setattr(at, "time_network", spy)
+    tried, races = [], []
+    real_compile, real_race = at.compile_step, at.race
+    monkeypatch.setattr(at, "compile_step", lambda net, low, *a: tried.append(dict(low)) or real_compile(net, low, *a))
+    monkeypatch.setattr(at, "race", lambda steps: races.append(len(steps)) or real_race(steps, reps=1, sample_s=0.0))
     choice = net.autotune(8, train=True)
     groups = at.tunable_groups(net.ir)
     ops = {n.name: n.op for n in ir.layers(net.ir.body)}
@@ -138,7 +134,7 @@ def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
     defaults = {n.name: at.default_lowering(n, 8, True) for layers in groups.values() for n in layers}
     assert tried[0] == defaults
     alternatives = sum(len(REGISTRY[layers[0].op].lowerings) - 1 for layers in groups.values())
-    assert len(tried) == 1 + alternatives
+    assert len(tried) == 1 + alternatives and races == [2] * alternatives  # each raced against the incumbent
     assert (tmp_path / "autotune.json").is_file()
     assert net.autotune(8, train=True) == choice and len(tried) == 1 + alternatives  # served from the cache
 

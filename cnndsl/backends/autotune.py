@@ -6,9 +6,9 @@
 Layers whose op has several lowerings (`Op.lowerings`) are grouped by signature (op,
 arguments, input and output shapes: the same choice suits them all). Starting from the fixed
 defaults (`Op.lowering`), each group in turn is switched to each alternative lowering and the
-*whole network* is compiled and timed at the given batch size (forward, or forward + backward
-of the parameters when `train`); a switch is kept when it makes the network at least 3%
-faster. Timing whole networks, not layers alone, matters: how XLA fuses a layer with its
+*whole network* is compiled and raced against the current choice at the given batch size
+(samples taken in turn, so drift in the machine's speed hits both; forward, or a stand-in
+train step when `train`); a switch is kept when it makes the network at least 3% faster. Timing whole networks, not layers alone, matters: how XLA fuses a layer with its
 neighbours (and what the backward pass then recomputes) decides more than the layer's own
 kernel (LeNet-5's conv1 alone is faster with XLA's convolution; in the network `shift` makes
 the train step 1.5x faster). So the result is never slower than the defaults, as measured.
@@ -26,6 +26,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,10 @@ def network_key(net: ir.Network, batch: int, train: bool) -> str:
     return f"{_device_key()}|{net.name}|{digest}|b{batch}|{'train' if train else 'eval'}"
 
 
-def time_network(net: ir.Network, lowering: dict[str, str], batch: int, train: bool, reps: int = 5) -> float:
-    """Median seconds per call of the whole network, jitted, with `lowering`: the forward
-    pass, or with `train` a stand-in for a train step (loss, gradient of the parameters and
-    an SGD update of them). Each of the `reps` samples runs enough calls to last >= 50 ms."""
+def compile_step(net: ir.Network, lowering: dict[str, str], batch: int, train: bool) -> Callable[[], Any]:
+    """A zero-argument callable running the whole network once, jitted, with `lowering`:
+    the forward pass, or with `train` a stand-in for a train step (loss, gradient of the
+    parameters and an SGD update of them). Compiled before it returns."""
     from .jax import forward, init_variables
 
     variables = init_variables(net, jax.random.key(0))
@@ -98,18 +99,27 @@ def time_network(net: ir.Network, lowering: dict[str, str], batch: int, train: b
     else:
         fn = jax.jit(lambda v, x: forward(net, v, x, lowering=lowering)[0])
         args = (variables, x)
-    jax.block_until_ready(fn(*args))  # compile
-    t = time.perf_counter()
     jax.block_until_ready(fn(*args))
-    inner = max(1, round(0.05 / max(time.perf_counter() - t, 1e-6)))
-    times = []
-    for _ in range(reps):
+    return lambda: fn(*args)
+
+
+def race(steps: Sequence[Callable[[], Any]], reps: int = 5, sample_s: float = 0.05) -> list[float]:
+    """Median seconds per call of each step, sampled in turn (A B A B ...) so that a change
+    in the machine's speed during the race affects all alike; samples last >= `sample_s`."""
+    inner = []
+    for step in steps:
         t = time.perf_counter()
-        for _ in range(inner):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t) / inner)
-    return statistics.median(times)
+        jax.block_until_ready(step())
+        inner.append(max(1, round(sample_s / max(time.perf_counter() - t, 1e-6))))
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(reps):
+        for i, step in enumerate(steps):
+            t = time.perf_counter()
+            for _ in range(inner[i]):
+                out = step()
+            jax.block_until_ready(out)
+            times[i].append((time.perf_counter() - t) / inner[i])
+    return [statistics.median(ts) for ts in times]
 
 
 def autotune(
@@ -134,24 +144,23 @@ def autotune(
     key = network_key(net, batch, train)
     if key not in cache:
         choice = {n.name: default_lowering(n, batch, train) for layers in groups.values() for n in layers}
-        best = time_network(net, choice, batch, train)
-        trials = [{"switch": None, "seconds": best}]
-        if verbose:
-            print(f"autotune {net.name}: defaults {best * 1e3:.2f} ms")
+        incumbent = compile_step(net, choice, batch, train)
+        trials: list[dict[str, Any]] = []
         for layers in groups.values():
             start = choice[layers[0].name]
             for impl in REGISTRY[layers[0].op].lowerings:
                 if impl == start:
                     continue
                 trial = {**choice, **{n.name: impl for n in layers}}
-                t = time_network(net, trial, batch, train)
+                candidate = compile_step(net, trial, batch, train)
+                t_in, t_new = race([incumbent, candidate])
                 names = ", ".join(n.name for n in layers)
-                trials.append({"switch": f"{names} -> {impl}", "seconds": t})
+                trials.append({"switch": f"{names} -> {impl}", "seconds": t_new, "incumbent_seconds": t_in})
                 if verbose:
-                    print(f"autotune {net.name}: {names} -> {impl}: {t * 1e3:.2f} ms")
-                if t < KEEP * best:
-                    best, choice = t, trial
-        cache[key] = {"choice": choice, "seconds": best, "trials": trials}
+                    print(f"autotune {net.name}: {names} -> {impl}: {t_new * 1e3:.2f} ms (now {t_in * 1e3:.2f} ms)")
+                if t_new < KEEP * t_in:
+                    choice, incumbent = trial, candidate
+        cache[key] = {"choice": choice, "trials": trials}
         if use_cache:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
