@@ -82,7 +82,9 @@ class _Forward(Walker[jax.Array]):
         lowering: dict[str, str] | None = None,
         remat: bool = False,
         dtype: Any = None,
+        frozen: frozenset[tuple[str, ...]] = frozenset(),
     ) -> None:
+        self.frozen = frozen
         self.remat = remat
         self.dtype = dtype
         self.observe = observe
@@ -106,7 +108,8 @@ class _Forward(Walker[jax.Array]):
         impl = self.lowering.get(n.name) or self.lowering.get("*")
         if impl not in REGISTRY[n.op].lowerings:
             impl = None
-        ctx = ApplyCtx(train=self.train, key=key, x=n.x, y=n.y, dropout=self.dropout, impl=impl)
+        train = self.train and n.path not in self.frozen
+        ctx = ApplyCtx(train=train, key=key, x=n.x, y=n.y, dropout=self.dropout, impl=impl)
         op = REGISTRY[n.op]
         if self.dtype is not None and op.mixed_precision:
             x = x.astype(self.dtype)
@@ -125,7 +128,9 @@ class _Forward(Walker[jax.Array]):
         start = self.count
 
         def body(variables: dict, key: jax.Array | None, x: jax.Array) -> tuple[jax.Array, dict]:
-            sub = _Forward(variables, self.train, key, None, self.dropout, None, self.lowering, False, self.dtype)
+            sub = _Forward(
+                variables, self.train, key, None, self.dropout, None, self.lowering, False, self.dtype, self.frozen
+            )
             sub.count = start
             return sub.run(n.body, x, {})[1], sub.updates
 
@@ -161,6 +166,7 @@ def forward(
     lowering: dict[str, str] | None = None,
     remat: bool = False,
     dtype: Any = None,
+    frozen: frozenset[tuple[str, ...]] = frozenset(),
 ) -> tuple[jax.Array, dict]:
     """`x: (N, *spatial[::-1], D)` -> (output, batch-stat updates by layer path).
 
@@ -173,7 +179,10 @@ def forward(
     every block instance in `jax.checkpoint`: its activations are recomputed in the backward
     pass instead of stored (less memory, more compute). `dtype=jnp.bfloat16` computes
     convolutions and dense layers in bfloat16 with float32 accumulation (other layers and
-    all variables stay float32).
+    all variables stay float32). Layers whose path is in `frozen` run in inference mode even
+    when `train=True` (BN normalises with its running statistics and does not update them),
+    as Keras does for non-trainable layers: a frozen feature extractor computes the same
+    features in training as at test time.
     """
     want = net.input.array_shape()
     if tuple(x.shape[1:]) != want:
@@ -182,7 +191,8 @@ def forward(
             net.input_span,
             hints=["arrays are channels-last: `D@WxH` is (N, H, W, D)"],
         ).with_source(net.source)
-    walker = _Forward(variables, train, key, final_activation(net) if logits else None, dropout, observe, lowering, remat, dtype)
+    skip = final_activation(net) if logits else None
+    walker = _Forward(variables, train, key, skip, dropout, observe, lowering, remat, dtype, frozenset(frozen))
     _, y = walker.run(net.body, x)
     return y, walker.updates
 

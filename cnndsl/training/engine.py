@@ -295,9 +295,11 @@ def make_train_step(
     """`step(state, key, fixed, x, y) -> state`, jitted with the state donated.
 
     x: (B, H, W, D) float32 sharded on B; y: (B,) int32 or (B, K). Frozen parameters enter
-    the forward pass through `stop_gradient`, so XLA drops their weight gradients.
+    the forward pass through `stop_gradient`, so XLA drops their weight gradients; layers
+    whose parameters are all frozen run in inference mode (BN uses and keeps its running
+    statistics).
     """
-    skip = frozen_layers(frozen)
+    skip = frozenset(frozen_layers(frozen))
 
     def step(state: dict, key: jax.Array, fixed: dict, x: jax.Array, y: jax.Array) -> dict:
         dkey = jax.random.fold_in(key, state["step"])
@@ -307,7 +309,7 @@ def make_train_step(
             params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
             variables = {"params": params, "batch_stats": state["batch_stats"], "fixed": fixed}
             out, updates = forward(
-                net, variables, x, train=True, key=dkey, logits=task.logits, **compute.kwargs(train=True)
+                net, variables, x, train=True, key=dkey, logits=task.logits, frozen=skip, **compute.kwargs(train=True)
             )
             loss_sum, metrics = loss_and_metrics(task, out, y, jnp.ones((n,), jnp.float32))
             return loss_sum / n, (updates, metrics)

@@ -351,7 +351,7 @@ class _Run:
             c.print(f"init     {cfg.init}")
             c.print(self.report.render(), markup=False)
         if cfg.freeze:
-            c.print(f"freeze   {', '.join(cfg.freeze)}: no gradient, no optimizer state, BN statistics kept")
+            c.print(f"freeze   {', '.join(cfg.freeze)}: no gradient, no optimizer state, inference mode")
         c.print(
             f"devices  {self.placement.describe()} · {self.compute.describe()}"
             f" · train step compiled in {self.compile_s:.1f} s"
