@@ -133,7 +133,9 @@ def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
     # the defaults first, then every alternative of every group once
     defaults = {n.name: at.default_lowering(n, 8, True) for layers in groups.values() for n in layers}
     assert tried[0] == defaults
-    alternatives = sum(len(REGISTRY[layers[0].op].lowerings) - 1 for layers in groups.values())
+    alternatives = sum(
+        len(REGISTRY[ls[0].op].candidate_lowerings(ls[0].args, ls[0].x, ls[0].y, True)) - 1 for ls in groups.values()
+    )
     assert len(tried) == 1 + alternatives and races == [2] * alternatives  # each raced against the incumbent
     assert (tmp_path / "autotune.json").is_file()
     assert net.autotune(8, train=True) == choice and len(tried) == 1 + alternatives  # served from the cache
@@ -161,6 +163,62 @@ def test_custom_gradient_lowerings_equal_xla(spatial, stride, pad, dilation, imp
     got = jax.grad(lambda x, w: jnp.vdot(lowered(x, w, stride, pad, dilation, out), g), (0, 1))(x, w)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "input 5@8x8\nconv 7@3x3 p1",  # whole tiles
+        "input 4@13x6\nconv 6@3x3 p0",  # non-square, partial tiles
+        "input 3@9x10\nconv 8@3x3 same nobias",
+        "input 3@5x7\nconv 4@3x3 p2",  # padding beyond the kernel's reach
+        "input 2@3x3\nconv 3@3x3",  # a 1x1 output
+    ],
+)
+def test_winograd_equals_xla(spec):
+    """Winograd F(4x4, 3x3): the same output as XLA's convolution up to float32 rounding
+    amplified by its constants (tolerance 1e-4 of the output's magnitude), and the same
+    gradients when forced in training."""
+    net = cnndsl.loads(spec)
+    v = randomized(net)
+    x = jax.random.normal(jax.random.key(3), (3, *net.ir.input.array_shape()))
+    run = jax.jit(lambda v, x, impl: forward(net.ir, v, x, lowering={"*": impl})[0], static_argnums=2)
+    want, got = run(v, x, "xla"), run(v, x, "winograd")
+    scale = float(jnp.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
+    assert not np.array_equal(np.asarray(got), np.asarray(want))  # it did take the other path
+
+    def loss(p, x, low):
+        return jnp.sum(jnp.sin(forward(net.ir, {**v, "params": p}, x, lowering=low)[0]))
+
+    grad = jax.jit(lambda p, x, impl: jax.grad(loss, (0, 1))(p, x, {"*": impl}), static_argnums=2)
+    ref, grads = grad(v["params"], x, "xla"), grad(v["params"], x, "winograd")
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_winograd_is_the_inference_default_for_deep_3x3_layers(monkeypatch):
+    from cnndsl.backends._xla_guard import FLAG
+
+    monkeypatch.setenv("XLA_FLAGS", FLAG)
+    net = cnndsl.loads("input 64@8x8\nconv 128@3x3 p1 -> conv 128@3x3 p1 -> conv 128@3x3 s2 -> conv 256@1x1")
+    convs = list(ir.layers(net.ir.body))
+    conv = REGISTRY["conv"]
+    infer = [conv.lowering(n.args, n.x, n.y, False) for n in convs]
+    assert infer == ["xla", "winograd", "xla", "xla"]  # 64 input channels; stride 2; 1x1
+    assert [conv.lowering(n.args, n.x, n.y, True, batch=8) for n in convs] == ["xla"] * 4
+    assert "winograd" in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, False)
+    assert "winograd" not in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, True)
+    assert "winograd" not in conv.candidate_lowerings(convs[2].args, convs[2].x, convs[2].y, False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert conv.lowering(convs[1].args, convs[1].x, convs[1].y, False) == "xla"
+    # and the network's eval output through the default equals XLA's
+    v = randomized(net)
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 64))
+    monkeypatch.setenv("XLA_FLAGS", FLAG)
+    run = jax.jit(lambda v, x, low: forward(net.ir, v, x, lowering=low and {"*": low})[0], static_argnums=2)
+    want = run(v, x, "xla")
+    np.testing.assert_allclose(run(v, x, None), want, rtol=0, atol=1e-4 * float(jnp.abs(want).max()))
 
 
 @pytest.mark.parametrize("impl", ["xla", "patches"])

@@ -61,11 +61,11 @@ def default_lowering(n: ir.Layer, batch: int, train: bool) -> str:
     return op.lowering(n.args, n.x, n.y, train)
 
 
-def tunable_groups(net: ir.Network) -> dict[str, list[ir.Layer]]:
+def tunable_groups(net: ir.Network, train: bool = True) -> dict[str, list[ir.Layer]]:
     """Layers with a choice of lowering, grouped by signature (in network order)."""
     groups: dict[str, list[ir.Layer]] = {}
     for n in ir.layers(net.body):
-        if len(REGISTRY[n.op].lowerings) >= 2:
+        if len(REGISTRY[n.op].candidate_lowerings(n.args, n.x, n.y, train)) >= 2:
             groups.setdefault(layer_signature(n), []).append(n)
     return groups
 
@@ -131,7 +131,7 @@ def autotune(
     verbose: bool = False,
 ) -> dict[str, str]:
     """`{layer name: lowering}` for every layer with a choice (see the module docstring)."""
-    groups = tunable_groups(net)
+    groups = tunable_groups(net, train)
     if not groups:
         return {}
     path = cache_path()
@@ -148,7 +148,8 @@ def autotune(
         trials: list[dict[str, Any]] = []
         for layers in groups.values():
             start = choice[layers[0].name]
-            for impl in REGISTRY[layers[0].op].lowerings:
+            n0 = layers[0]
+            for impl in REGISTRY[n0.op].candidate_lowerings(n0.args, n0.x, n0.y, train):
                 if impl == start:
                     continue
                 trial = {**choice, **{n.name: impl for n in layers}}

@@ -370,6 +370,11 @@ class Op:
     def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
         return self.lowerings[0]
 
+    def candidate_lowerings(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
+        """The lowerings worth measuring for this layer (the autotuner's candidates): those
+        that compute it differently from the others here (the rest fall back to XLA's)."""
+        return self.lowerings
+
     # initial variables {name: (collection, NumPy array)}, collection in params/batch_stats/
     # fixed; `rng` is a NumPy Generator (drawing on the host avoids compiling an RNG kernel
     # per weight shape, which took seconds on CPU)

@@ -39,6 +39,7 @@ STRIDE = P("stride", SIZE, (1,), short="s", doc="the stride")
 DILATION = P("dilation", SIZE, (1,), short="d", doc="the dilation")
 PAD = P("pad", SIZE0, (0,), short="p", flags=(("same", "same"), ("valid", (0,))), doc="the zero padding")
 BIAS = P("bias", BOOL, True, flags=(("nobias", False),))
+WINOGRAD_MIN_DEPTH = 128  # inference: Winograd F(4x4, 3x3) for 3x3 convolutions this deep
 
 
 def geometry(a: Args, kernel: tuple[int, ...], rank: int):
@@ -257,6 +258,88 @@ def conv_col2im_grad(x: Any, kernel: Any, strides, padding, dilation, out_size) 
     return conv(x, kernel)
 
 
+# Winograd F(4x4, 3x3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
+# Networks"): interpolation points 0, ±1, ±2, ∞. Output tile 4x4, input tile 6x6.
+_WINOGRAD_BT = (
+    (4, 0, -5, 0, 1, 0),
+    (0, -4, -4, 1, 1, 0),
+    (0, 4, -4, -1, 1, 0),
+    (0, -2, -1, 2, 1, 0),
+    (0, 2, -1, -2, 1, 0),
+    (0, 4, 0, -5, 0, 1),
+)
+_WINOGRAD_G = (
+    (Fraction(1, 4), 0, 0),
+    (Fraction(-1, 6), Fraction(-1, 6), Fraction(-1, 6)),
+    (Fraction(-1, 6), Fraction(1, 6), Fraction(-1, 6)),
+    (Fraction(1, 24), Fraction(1, 12), Fraction(1, 6)),
+    (Fraction(1, 24), Fraction(-1, 12), Fraction(1, 6)),
+    (0, 0, 1),
+)
+_WINOGRAD_AT = (
+    (1, 1, 1, 1, 1, 0),
+    (0, 1, -1, 2, -2, 0),
+    (0, 1, 1, 4, 4, 0),
+    (0, 1, -1, 8, -8, 1),
+)
+
+
+def _transform(mat: tuple, x: Any, axis: int) -> Any:
+    """Contract `x`'s `axis` (size 6) with the constant `mat` (r x 6); the result's axis 0 has
+    size r. As a broadcast multiply and a sum, which XLA fuses into one loop: a dot with a
+    contraction of 6 is slower on XLA:CPU, and sums of slices compile 5-10x slower."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    m = np.array(mat, dtype=np.float32)
+    x = jnp.moveaxis(x, axis, 0)
+    return jnp.sum(m.reshape(m.shape + (1,) * (x.ndim - 1)) * x[None], axis=1)
+
+
+def winograd_kernel(kernel: Any) -> Any:
+    """`(3, 3, C, F)` -> the transformed kernel `G g G^T`, `(36, C, F)`, as one product with
+    `G ⊗ G` (36 x 9): faster on XLA:CPU than an einsum with `G` (contractions of 3) or than
+    elementwise sums."""
+    import numpy as np
+
+    g = np.array(_WINOGRAD_G, dtype=np.float64)
+    return (np.kron(g, g).astype(np.float32) @ kernel.reshape(9, -1)).reshape(36, *kernel.shape[2:])
+
+
+def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
+    """A 2-D 3x3 convolution, stride 1, dilation 1, groups 1, by Winograd's minimal filtering
+    F(4x4, 3x3): 36 multiplies per 16 outputs instead of 144, i.e. 4x fewer MACs, done as 36
+    independent `(tiles, C) @ (C, F)` matmuls between elementwise input and output transforms.
+
+    The transforms cost memory traffic (the transformed input is 2.25x the input), so this
+    pays where channels are deep and images small: on a 2-core AVX2 CPU at batch 64, 128@16x16
+    1.6x, 256@8x8 2.8x, 512@4x4 2x faster than XLA's convolution, but 64@32x32 1.8x slower.
+    Rounding differs from the direct convolution: relative error ~1e-5 of the output's
+    magnitude in float32 (the constants 4, 5, 8 and 1/24 amplify it). Its automatic gradient
+    is slow on XLA:CPU (the strided tile slices transpose into pads), so it is an inference
+    lowering. Arguments in *written* order, like `conv_apply`.
+    """
+    import jax.numpy as jnp
+
+    m, a = 4, 6
+    (plw, _), (plh, _) = (tuple(p) for p in padding)
+    out_w, out_h = out_size
+    n, h, w, c = x.shape
+    th, tw = -(-out_h // m), -(-out_w // m)  # tiles per column and per row
+    xp = jnp.pad(x, ((0, 0), (plh, m * th + 2 - h - plh), (plw, m * tw + 2 - w - plw), (0, 0)))
+    rows = jnp.stack([xp[:, i : i + m * (th - 1) + 1 : m] for i in range(a)])  # (6, n, th, W', c)
+    r = _transform(_WINOGRAD_BT, rows, 0)
+    cols = jnp.stack([r[:, :, :, j : j + m * (tw - 1) + 1 : m] for j in range(a)], 1)  # (6, 6, n, th, tw, c)
+    v = _transform(_WINOGRAD_BT, cols, 1).reshape(a * a, n * th * tw, c)  # (column, row) frequency
+    u = winograd_kernel(kernel)  # (row, column) frequency
+    f = u.shape[-1]
+    u = u.reshape(a, a, c, f).transpose(1, 0, 2, 3).reshape(a * a, c, f)
+    mm = jnp.einsum("kpc,kcf->kpf", v, u).reshape(a, a, n, th, tw, f)
+    y = _transform(_WINOGRAD_AT, _transform(_WINOGRAD_AT, mm, 1), 1)  # (4 col, 4 row, n, th, tw, f)
+    y = y.transpose(2, 3, 1, 4, 0, 5).reshape(n, m * th, m * tw, f)
+    return y[:, :out_h, :out_w]
+
+
 def _bias_init(f: int) -> tuple[str, Any]:
     import numpy as np
 
@@ -303,16 +386,19 @@ class _ConvBase(Op):
             out["bias"] = _bias_init(f)
         return out
 
-    lowerings = ("xla", "patches", "col2im", "shift")
+    lowerings = ("xla", "patches", "col2im", "shift", "winograd")
 
     def lowering(self, a: Args, x: Shape, y: Shape, train: bool, batch: int | None = None) -> str:
-        """Default: `shift` (`conv_shift`) when input depth x kernel area <= 32; else XLA's
-        convolution, and to train a layer with fewer than 16 input channels and at most
-        32,768 output positions in the batch (N x H x W), its input gradient by col2im
-        (`conv_col2im_grad`). Measured on a 2-core x86-64 CPU with YNNPACK fusions off
-        (cnndsl's XLA guard; benchmarks/RESULTS.md): LeNet-5's train step at batch 128 goes
-        from 11.3 ms (XLA everywhere) to 7.6 ms with col2im for conv2 and 5.4 ms with shift
-        for conv1; at batch 512 col2im is slower than XLA (42.0 vs 33.9 ms), hence the bound.
+        """Default: `shift` (`conv_shift`) when input depth x kernel area <= 32; for
+        inference, `winograd` (`conv_winograd`) for 3x3 stride-1 layers with at least 128
+        input and output channels; else XLA's convolution, and to train a layer with fewer
+        than 16 input channels and at most 32,768 output positions in the batch (N x H x W),
+        its input gradient by col2im (`conv_col2im_grad`). Measured on 2-core x86-64 CPUs with
+        YNNPACK fusions off (cnndsl's XLA guard; benchmarks/RESULTS.md): LeNet-5's train step
+        at batch 128 goes from 11.3 ms (XLA everywhere) to 7.6 ms with col2im for conv2 and
+        5.4 ms with shift for conv1; at batch 512 col2im is slower than XLA (42.0 vs 33.9 ms),
+        hence the bound. CIFAR ResNet-18 inference at batch 64 (AVX2 EPYC): 606 -> 499 ms with
+        Winograd for the 128- to 512-channel layers; at 64 channels (32x32) it is slower.
         XLA's convolution beat patches + matmul on every LeNet-5 and ResNet-18 layer. Off
         the CPU, or with YNNPACK fusions on, XLA's convolution (where these were not measured,
         or measured slower). `autotune` measures every lowering per layer on the device."""
@@ -322,16 +408,32 @@ class _ConvBase(Op):
             return "xla"
         if x.depth * math.prod(bcast(self._kernel(a), x.rank)) <= 32:
             return "shift"
+        if not train and self.winograd_ok(a, x) and min(x.depth, y.depth) >= WINOGRAD_MIN_DEPTH:
+            return "winograd"
         positions = (batch or 1) * math.prod(y.spatial)
         if train and x.depth < 16 and positions <= 32_768:
             return "col2im"
         return "xla"
 
+    def candidate_lowerings(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
+        """Winograd only where it applies and not for training (its automatic gradient is
+        slow); the others need groups = 1."""
+        if self._groups(a, x) != 1:
+            return ("xla",)
+        return tuple(impl for impl in self.lowerings if impl != "winograd" or (not train and self.winograd_ok(a, x)))
+
+    def winograd_ok(self, a: Args, x: Shape) -> bool:
+        """`conv_winograd` computes this layer: 2-D, 3x3, stride 1, dilation 1, groups 1."""
+        k, s, d, _ = geometry(a, self._kernel(a), x.rank)
+        return x.rank == 2 and k == (3, 3) and s == (1, 1) and d == (1, 1) and self._groups(a, x) == 1
+
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         _, s, d, eff = geometry(a, self._kernel(a), ctx.x.rank)
         padding = pads(a, ctx.x, ctx.y, eff, s)
         impl = ctx.impl or self.lowering(a, ctx.x, ctx.y, ctx.train, batch=x.shape[0])
-        if impl == "patches" and self._groups(a, ctx.x) == 1:
+        if impl == "winograd" and self.winograd_ok(a, ctx.x) and ctx.accumulate is None:
+            y = conv_winograd(x, p["kernel"], padding, ctx.y.spatial)
+        elif impl == "patches" and self._groups(a, ctx.x) == 1:
             y = conv_patches(x, p["kernel"], s, padding, d, ctx.y.spatial, ctx.accumulate)
         elif impl == "shift" and self._groups(a, ctx.x) == 1 and ctx.accumulate is None:
             y = conv_shift(x, p["kernel"], s, padding, d, ctx.y.spatial)
