@@ -204,21 +204,25 @@ def test_winograd_is_the_inference_default_for_deep_3x3_layers(monkeypatch):
     net = cnndsl.loads("input 64@8x8\nconv 128@3x3 p1 -> conv 128@3x3 p1 -> conv 128@3x3 s2 -> conv 256@1x1")
     convs = list(ir.layers(net.ir.body))
     conv = REGISTRY["conv"]
-    infer = [conv.lowering(n.args, n.x, n.y, False) for n in convs]
+    infer = [conv.lowering(n.args, n.x, n.y, False, batch=32) for n in convs]
     assert infer == ["xla", "winograd", "xla", "xla"]  # 64 input channels; stride 2; 1x1
+    conv2 = convs[1]
+    assert conv.lowering(conv2.args, conv2.x, conv2.y, False, batch=8) == "xla"  # 512 positions < 8 x 128 filters
+    assert conv.lowering(conv2.args, conv2.x, conv2.y, False, batch=1024) == "xla"  # a 32 MiB input
     assert [conv.lowering(n.args, n.x, n.y, True, batch=8) for n in convs] == ["xla"] * 4
     assert "winograd" in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, False)
     assert "winograd" not in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, True)
     assert "winograd" not in conv.candidate_lowerings(convs[2].args, convs[2].x, convs[2].y, False)
     monkeypatch.setenv("XLA_FLAGS", "")
-    assert conv.lowering(convs[1].args, convs[1].x, convs[1].y, False) == "xla"
+    assert conv.lowering(convs[1].args, convs[1].x, convs[1].y, False, batch=32) == "xla"
     # and the network's eval output through the default equals XLA's
     v = randomized(net)
-    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 64))
+    x = jax.random.normal(jax.random.key(3), (32, 8, 8, 64))
     monkeypatch.setenv("XLA_FLAGS", FLAG)
     run = jax.jit(lambda v, x, low: forward(net.ir, v, x, lowering=low and {"*": low})[0], static_argnums=2)
-    want = run(v, x, "xla")
-    np.testing.assert_allclose(run(v, x, None), want, rtol=0, atol=1e-4 * float(jnp.abs(want).max()))
+    want, got = run(v, x, "xla"), run(v, x, None)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(jnp.abs(want).max()))
+    assert not np.array_equal(np.asarray(got), np.asarray(want))  # conv2 took Winograd's path
 
 
 @pytest.mark.parametrize("impl", ["xla", "patches"])

@@ -306,7 +306,7 @@ def winograd_kernel(kernel: Any) -> Any:
     return (np.kron(g, g).astype(np.float32) @ kernel.reshape(9, -1)).reshape(36, *kernel.shape[2:])
 
 
-def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
+def conv_winograd(x: Any, kernel: Any, padding, out_size, u: Any = None) -> Any:
     """A 2-D 3x3 convolution, stride 1, dilation 1, groups 1, by Winograd's minimal filtering
     F(4x4, 3x3): 36 multiplies per 16 outputs instead of 144, i.e. 4x fewer MACs, done as 36
     independent `(tiles, C) @ (C, F)` matmuls between elementwise input and output transforms.
@@ -317,7 +317,8 @@ def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
     Rounding differs from the direct convolution: relative error ~1e-5 of the output's
     magnitude in float32 (the constants 4, 5, 8 and 1/24 amplify it). Its automatic gradient
     is slow on XLA:CPU (the strided tile slices transpose into pads), so it is an inference
-    lowering. Arguments in *written* order, like `conv_apply`.
+    lowering. Arguments in *written* order, like `conv_apply`; `u`: the transformed kernel
+    (`winograd_kernel(kernel)`) when it was computed ahead (`Net.for_inference`).
     """
     import jax.numpy as jnp
 
@@ -327,16 +328,16 @@ def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
     n, h, w, c = x.shape
     th, tw = -(-out_h // m), -(-out_w // m)  # tiles per column and per row
     xp = jnp.pad(x, ((0, 0), (plh, m * th + 2 - h - plh), (plw, m * tw + 2 - w - plw), (0, 0)))
-    rows = jnp.stack([xp[:, i : i + m * (th - 1) + 1 : m] for i in range(a)])  # (6, n, th, W', c)
-    r = _transform(_WINOGRAD_BT, rows, 0)
-    cols = jnp.stack([r[:, :, :, j : j + m * (tw - 1) + 1 : m] for j in range(a)], 1)  # (6, 6, n, th, tw, c)
-    v = _transform(_WINOGRAD_BT, cols, 1).reshape(a * a, n * th * tw, c)  # (column, row) frequency
-    u = winograd_kernel(kernel)  # (row, column) frequency
+    # columns first, then rows, so that v's frequencies come out (row, column) like u's
+    cols = jnp.stack([xp[:, :, j : j + m * (tw - 1) + 1 : m] for j in range(a)])  # (6, n, H', tw, c)
+    r = _transform(_WINOGRAD_BT, cols, 0)
+    rows = jnp.stack([r[:, :, i : i + m * (th - 1) + 1 : m] for i in range(a)])  # (6, 6, n, th, tw, c)
+    v = _transform(_WINOGRAD_BT, rows, 0).reshape(a * a, n * th * tw, c)
+    u = winograd_kernel(kernel) if u is None else u
     f = u.shape[-1]
-    u = u.reshape(a, a, c, f).transpose(1, 0, 2, 3).reshape(a * a, c, f)
     mm = jnp.einsum("kpc,kcf->kpf", v, u).reshape(a, a, n, th, tw, f)
-    y = _transform(_WINOGRAD_AT, _transform(_WINOGRAD_AT, mm, 1), 1)  # (4 col, 4 row, n, th, tw, f)
-    y = y.transpose(2, 3, 1, 4, 0, 5).reshape(n, m * th, m * tw, f)
+    y = _transform(_WINOGRAD_AT, _transform(_WINOGRAD_AT, mm, 1), 1)  # (4 row, 4 col, n, th, tw, f)
+    y = y.transpose(2, 3, 0, 4, 1, 5).reshape(n, m * th, m * tw, f)
     return y[:, :out_h, :out_w]
 
 
@@ -390,15 +391,16 @@ class _ConvBase(Op):
 
     def lowering(self, a: Args, x: Shape, y: Shape, train: bool, batch: int | None = None) -> str:
         """Default: `shift` (`conv_shift`) when input depth x kernel area <= 32; for
-        inference, `winograd` (`conv_winograd`) for 3x3 stride-1 layers with at least 128
-        input and output channels; else XLA's convolution, and to train a layer with fewer
+        inference, `winograd` (`conv_winograd`) for 3x3 stride-1 layers where it pays
+        (`winograd_pays`); else XLA's convolution, and to train a layer with fewer
         than 16 input channels and at most 32,768 output positions in the batch (N x H x W),
         its input gradient by col2im (`conv_col2im_grad`). Measured on 2-core x86-64 CPUs with
         YNNPACK fusions off (cnndsl's XLA guard; benchmarks/RESULTS.md): LeNet-5's train step
         at batch 128 goes from 11.3 ms (XLA everywhere) to 7.6 ms with col2im for conv2 and
         5.4 ms with shift for conv1; at batch 512 col2im is slower than XLA (42.0 vs 33.9 ms),
         hence the bound. CIFAR ResNet-18 inference at batch 64 (AVX2 EPYC): 606 -> 499 ms with
-        Winograd for the 128- to 512-channel layers; at 64 channels (32x32) it is slower.
+        Winograd for the 128- and 256-channel layers (stages 2 and 3); at 64 channels
+        (32x32) and for the 512-channel 4x4 layers at batch 64 it is no faster.
         XLA's convolution beat patches + matmul on every LeNet-5 and ResNet-18 layer. Off
         the CPU, or with YNNPACK fusions on, XLA's convolution (where these were not measured,
         or measured slower). `autotune` measures every lowering per layer on the device."""
@@ -408,7 +410,7 @@ class _ConvBase(Op):
             return "xla"
         if x.depth * math.prod(bcast(self._kernel(a), x.rank)) <= 32:
             return "shift"
-        if not train and self.winograd_ok(a, x) and min(x.depth, y.depth) >= WINOGRAD_MIN_DEPTH:
+        if not train and self.winograd_pays(a, x, y, batch or 1):
             return "winograd"
         positions = (batch or 1) * math.prod(y.spatial)
         if train and x.depth < 16 and positions <= 32_768:
@@ -421,6 +423,16 @@ class _ConvBase(Op):
         if self._groups(a, x) != 1:
             return ("xla",)
         return tuple(impl for impl in self.lowerings if impl != "winograd" or (not train and self.winograd_ok(a, x)))
+
+    def winograd_pays(self, a: Args, x: Shape, y: Shape, batch: int) -> bool:
+        """Where Winograd beat XLA's convolution for inference on a 2-core AVX2 CPU: deep
+        layers (>= 128 channels in and out), enough output positions (batch x H x W >= 8 x
+        filters) that the 4x larger transformed kernel is not what dominates, and an input
+        small enough (<= 16 MiB) that the 2.25x larger transformed input stays in cache."""
+        if not self.winograd_ok(a, x) or min(x.depth, y.depth) < WINOGRAD_MIN_DEPTH:
+            return False
+        positions = batch * math.prod(y.spatial)
+        return positions >= 8 * y.depth and batch * math.prod(x.spatial) * x.depth * 4 <= 16 * 2**20
 
     def winograd_ok(self, a: Args, x: Shape) -> bool:
         """`conv_winograd` computes this layer: 2-D, 3x3, stride 1, dilation 1, groups 1."""
