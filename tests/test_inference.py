@@ -109,7 +109,7 @@ conv 8@3x3 p1 nobias -> bn -> relu -> unit(8) -> unit(8) -> dropout 0.3 -> gap -
         return jnp.sum(y**2)
 
     ref = jax.grad(loss)(v["params"], False, {"*": "xla"})
-    cases = [(True, {"*": "xla"})] + [(remat, {"*": impl}) for impl in ("patches", "col2im", "shift") for remat in (False, True)]
+    cases = [(True, {"*": "xla"})] + [(remat, {"*": impl}) for impl in ("patches", "col2im", "shift", "winograd") for remat in (False, True)]
     for remat, low in cases:
         got = jax.grad(loss)(v["params"], remat, low)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
@@ -171,7 +171,8 @@ def test_custom_gradient_lowerings_equal_xla(spatial, stride, pad, dilation, imp
         "input 5@8x8\nconv 7@3x3 p1",  # whole tiles
         "input 4@13x6\nconv 6@3x3 p0",  # non-square, partial tiles
         "input 3@9x10\nconv 8@3x3 same nobias",
-        "input 3@5x7\nconv 4@3x3 p2",  # padding beyond the kernel's reach
+        "input 3@5x7\nconv 4@3x3 p2",  # padding as wide as the kernel
+        "input 3@6x5\nconv 4@3x3 p3",  # padding beyond the kernel's reach
         "input 2@3x3\nconv 3@3x3",  # a 1x1 output
     ],
 )
@@ -211,7 +212,7 @@ def test_winograd_is_the_inference_default_for_deep_3x3_layers(monkeypatch):
     assert conv.lowering(conv2.args, conv2.x, conv2.y, False, batch=1024) == "xla"  # a 32 MiB input
     assert [conv.lowering(n.args, n.x, n.y, True, batch=8) for n in convs] == ["xla"] * 4
     assert "winograd" in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, False)
-    assert "winograd" not in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, True)
+    assert "winograd" in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, True)
     assert "winograd" not in conv.candidate_lowerings(convs[2].args, convs[2].x, convs[2].y, False)
     monkeypatch.setenv("XLA_FLAGS", "")
     assert conv.lowering(convs[1].args, convs[1].x, convs[1].y, False, batch=32) == "xla"

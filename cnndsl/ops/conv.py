@@ -306,39 +306,78 @@ def winograd_kernel(kernel: Any) -> Any:
     return (np.kron(g, g).astype(np.float32) @ kernel.reshape(9, -1)).reshape(36, *kernel.shape[2:])
 
 
-def conv_winograd(x: Any, kernel: Any, padding, out_size, u: Any = None) -> Any:
-    """A 2-D 3x3 convolution, stride 1, dilation 1, groups 1, by Winograd's minimal filtering
-    F(4x4, 3x3): 36 multiplies per 16 outputs instead of 144, i.e. 4x fewer MACs, done as 36
-    independent `(tiles, C) @ (C, F)` matmuls between elementwise input and output transforms.
-
-    The transforms cost memory traffic (the transformed input is 2.25x the input), so this
-    pays where channels are deep and images small: on a 2-core AVX2 CPU at batch 64, 128@16x16
-    1.6x, 256@8x8 2.8x, 512@4x4 2x faster than XLA's convolution, but 64@32x32 1.8x slower.
-    Rounding differs from the direct convolution: relative error ~1e-5 of the output's
-    magnitude in float32 (the constants 4, 5, 8 and 1/24 amplify it). Its automatic gradient
-    is slow on XLA:CPU (the strided tile slices transpose into pads), so it is an inference
-    lowering. Arguments in *written* order, like `conv_apply`; `u`: the transformed kernel
-    (`winograd_kernel(kernel)`) when it was computed ahead (`Net.for_inference`).
-    """
+def _winograd(x: Any, u: Any, padding, out_size) -> Any:
+    """The F(4x4, 3x3) convolution of `x` (N, H, W, C) with the transformed kernel `u`
+    (36, C, F); `padding` ((before, after) per axis) and `out_size` in *written* order.
+    Padding after the input is whatever the tiles need (`lax.pad`, negative = crop)."""
     import jax.numpy as jnp
+    from jax import lax
 
     m, a = 4, 6
     (plw, _), (plh, _) = (tuple(p) for p in padding)
     out_w, out_h = out_size
     n, h, w, c = x.shape
     th, tw = -(-out_h // m), -(-out_w // m)  # tiles per column and per row
-    xp = jnp.pad(x, ((0, 0), (plh, m * th + 2 - h - plh), (plw, m * tw + 2 - w - plw), (0, 0)))
+    cfg = [(0, 0, 0), (plh, m * th + 2 - h - plh, 0), (plw, m * tw + 2 - w - plw, 0), (0, 0, 0)]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), cfg)
     # columns first, then rows, so that v's frequencies come out (row, column) like u's
     cols = jnp.stack([xp[:, :, j : j + m * (tw - 1) + 1 : m] for j in range(a)])  # (6, n, H', tw, c)
     r = _transform(_WINOGRAD_BT, cols, 0)
     rows = jnp.stack([r[:, :, i : i + m * (th - 1) + 1 : m] for i in range(a)])  # (6, 6, n, th, tw, c)
     v = _transform(_WINOGRAD_BT, rows, 0).reshape(a * a, n * th * tw, c)
-    u = winograd_kernel(kernel) if u is None else u
     f = u.shape[-1]
     mm = jnp.einsum("kpc,kcf->kpf", v, u).reshape(a, a, n, th, tw, f)
     y = _transform(_WINOGRAD_AT, _transform(_WINOGRAD_AT, mm, 1), 1)  # (4 row, 4 col, n, th, tw, f)
     y = y.transpose(2, 3, 0, 4, 1, 5).reshape(n, m * th, m * tw, f)
     return y[:, :out_h, :out_w]
+
+
+def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
+    """A 2-D 3x3 convolution, stride 1, dilation 1, groups 1, by Winograd's minimal filtering
+    F(4x4, 3x3): 36 multiplies per 16 outputs instead of 144, i.e. 4x fewer MACs, done as 36
+    independent `(tiles, C) @ (C, F)` matmuls between elementwise input and output transforms.
+
+    The transforms cost memory traffic (the transformed input is 2.25x the input, the
+    transformed kernel 4x the kernel), so this pays where channels are deep, images small and
+    batches not tiny (`_ConvBase.winograd_pays`): at batch 64 on a 2-core AVX2 CPU 256@8x8 ran
+    2-2.8x faster than XLA's convolution, but 64@32x32 1.8x slower. Rounding differs from the
+    direct convolution by ~1e-5 of the output's magnitude in float32 (the constants 4, 5, 8
+    and 1/24 amplify it).
+
+    Gradient (written out: differentiating through the tile slices gives pads that XLA:CPU
+    runs 4-10x slower than the convolution): the input gradient of a stride-1 3x3 convolution
+    is again one, of the output gradient with the flipped, transposed kernel, so it is
+    Winograd too; the kernel gradient is XLA's. Arguments in *written* order, like
+    `conv_apply`.
+    """
+    import jax
+
+    (lw, hw), (lh, hh) = (tuple(p) for p in padding)
+
+    def forward(x, kernel):
+        return _winograd(x, winograd_kernel(kernel), padding, out_size)
+
+    @jax.custom_vjp
+    def conv(x, kernel):
+        return forward(x, kernel)
+
+    def fwd(x, kernel):
+        return forward(x, kernel), (x, kernel)
+
+    def bwd(res, g):
+        x, kernel = res
+        h, w = x.shape[1:3]
+        # dx[j] = sum_k' g[j + lo - 2 + k'] * flip(W)[k']^T: a correlation of g padded by
+        # 2 - lo before (or, for lo > 2, computed from lo - 2 outputs earlier and cropped).
+        flipped = kernel[::-1, ::-1].swapaxes(2, 3)
+        skip_w, skip_h = max(lw - 2, 0), max(lh - 2, 0)
+        pads = ((max(2 - lw, 0), max(2 - hw, 0)), (max(2 - lh, 0), max(2 - hh, 0)))
+        dx = _winograd(g, winograd_kernel(flipped), pads, (w + skip_w, h + skip_h))[:, skip_h:, skip_w:]
+        dw = jax.vjp(lambda k: conv_apply(x, k, (1, 1), padding, (1, 1), 1), kernel)[1](g)[0]
+        return dx, dw
+
+    conv.defvjp(fwd, bwd)
+    return conv(x, kernel)
 
 
 def _bias_init(f: int) -> tuple[str, Any]:
@@ -418,14 +457,15 @@ class _ConvBase(Op):
         return "xla"
 
     def candidate_lowerings(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
-        """Winograd only where it applies and not for training (its automatic gradient is
-        slow); the others need groups = 1."""
+        """Winograd only where it applies; the others need groups = 1."""
         if self._groups(a, x) != 1:
             return ("xla",)
-        return tuple(impl for impl in self.lowerings if impl != "winograd" or (not train and self.winograd_ok(a, x)))
+        return tuple(impl for impl in self.lowerings if impl != "winograd" or self.winograd_ok(a, x))
 
     def winograd_pays(self, a: Args, x: Shape, y: Shape, batch: int) -> bool:
-        """Where Winograd beat XLA's convolution for inference on a 2-core AVX2 CPU: deep
+        """Where Winograd beat XLA's convolution for inference on a 2-core AVX2 CPU (in training,
+        with its gradient, it was level at best: 256@8x8 122 vs 123 ms, 128@16x16 173 vs 156
+        ms, so it is not a training default): deep
         layers (>= 128 channels in and out), enough output positions (batch x H x W >= 8 x
         filters) that the 4x larger transformed kernel is not what dominates, and an input
         small enough (<= 16 MiB) that the 2.25x larger transformed input stays in cache."""
