@@ -3,7 +3,8 @@
     lowering = autotune(net.ir, batch=128, train=True)   # {"conv1": "shift", "conv2": "col2im", ...}
     forward(net.ir, variables, x, lowering=lowering)
 
-Layers whose op has several lowerings (`Op.lowerings`) are grouped by signature (op,
+Layers with several candidate lowerings (`Op.candidate_lowerings`: those that apply to the
+layer, e.g. Winograd only for 3x3 stride-1 convolutions) are grouped by signature (op,
 arguments, input and output shapes: the same choice suits them all). Starting from the fixed
 defaults (`Op.lowering`), each group in turn is switched to each alternative lowering and the
 *whole network* is compiled and raced against the current choice at the given batch size
