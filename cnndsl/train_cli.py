@@ -83,6 +83,7 @@ def register(sub: Any) -> None:
     _weights_args(p)
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _inference_args(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("eval", help="accuracy and confusion matrix on a data set")
@@ -92,7 +93,22 @@ def register(sub: Any) -> None:
     e.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split (default test)")
     e.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over the first N devices")
     e.add_argument("--json", action="store_true", help="print JSON")
+    _inference_args(e)
     e.set_defaults(func=cmd_eval)
+
+
+def _inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fold",
+        action="store_true",
+        help="run the inference-compiled network: batch norm and preprocessing folded into the weights, dropout removed",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16: convolutions and dense layers in bfloat16 with float32 accumulation",
+    )
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
@@ -135,7 +151,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .net import load
     from .training.evaluation import predict
 
-    preds = predict(load(args.spec), args.weights, args.images, top=args.top, which=args.which)
+    preds = predict(
+        load(args.spec), args.weights, args.images, top=args.top, which=args.which, fold=args.fold, dtype=args.dtype
+    )
     if args.json:
         doc = [
             {"image": p.path, "top": [{"class": i, "name": n, "probability": q} for i, n, q in p.top]} for p in preds
@@ -156,7 +174,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .training.evaluation import evaluate
 
     ev = evaluate(
-        load(args.spec), args.weights, data=args.data, split=args.split, which=args.which, devices=args.devices
+        load(args.spec),
+        args.weights,
+        data=args.data,
+        split=args.split,
+        which=args.which,
+        devices=args.devices,
+        fold=args.fold,
+        dtype=args.dtype,
     )
     if args.json:
         doc = {

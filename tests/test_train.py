@@ -271,6 +271,22 @@ def test_evaluate_and_predict_use_the_checkpoint(digits_run: cnndsl.training.Tra
     assert all(0.99 < sum(q for _, _, q in p.top) <= 1.0 + 1e-6 or p.top[0][2] < 1 for p in preds)
 
 
+def test_evaluate_folded_and_bfloat16(tmp_path: Path) -> None:
+    """`fold` (BN folded into the conv, dropout dropped) and bfloat16 compute give the same
+    evaluation as the trained network, up to rounding."""
+    net = cnndsl.loads(SMALL)
+    run = train(net, out=tmp_path / "run", quiet=True)
+    plain = evaluate(net, run.out)
+    folded = evaluate(net, run.out, fold=True)
+    assert folded.examples == plain.examples
+    assert folded.loss == pytest.approx(plain.loss, rel=1e-4)
+    assert abs(folded.accuracy - plain.accuracy) * plain.examples <= 1  # at most one near-tie flips
+    half = evaluate(net, run.out, dtype="bfloat16")
+    assert half.loss == pytest.approx(plain.loss, rel=5e-2) and abs(half.accuracy - plain.accuracy) <= 0.02
+    fnet, _ = net.for_inference(run.variables)
+    assert {n.op for n in cnndsl.ir.layers(fnet.ir.body)}.isdisjoint({"bn", "dropout"})
+
+
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path: Path) -> None:
     net = cnndsl.loads(SMALL)
     straight = train(net, out=tmp_path / "a", quiet=True)

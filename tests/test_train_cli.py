@@ -64,6 +64,10 @@ def test_predict_prints_top_k(run_dir: Path, images: list[tuple[str, int]], caps
     right = sum(d["top"][0]["class"] == y for d, (_, y) in zip(doc, images, strict=True))
     assert right >= 4
     assert all(abs(sum(t["probability"] for t in d["top"]) - 1) < 0.05 for d in doc)
+    assert main(["predict", DIGITS, "--weights", str(run_dir), *paths, "--json", "--fold", "--dtype", "bfloat16"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    for d, h in zip(doc, half, strict=True):
+        assert abs(d["top"][0]["probability"] - h["top"][0]["probability"]) < 0.05
 
 
 def test_eval_prints_accuracy_and_confusion(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,6 +78,9 @@ def test_eval_prints_accuracy_and_confusion(run_dir: Path, capsys: pytest.Captur
     doc = json.loads(capsys.readouterr().out)
     assert doc["split"] == "val" and doc["accuracy"] > 0.9
     assert np.asarray(doc["confusion"]).sum() == doc["examples"]
+    assert main(["eval", DIGITS, "--weights", str(run_dir), "--split", "val", "--json", "--fold", "--dtype", "bfloat16"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    assert half["examples"] == doc["examples"] and abs(half["accuracy"] - doc["accuracy"]) <= 0.03
 
 
 def test_user_mistakes_exit_2(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,14 +45,23 @@ class Evaluation:
     epoch: int | None
 
 
-def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str) -> np.ndarray:
+def _inference(net: Net, variables: dict, fold: bool) -> tuple[Net, dict]:
+    """The network and variables to evaluate: `fold` applies the inference passes
+    (`Net.for_inference`: BN and preprocessing folded into the weights, dropout dropped)."""
+    return net.for_inference(variables) if fold else (net, variables)
+
+
+def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str, dtype: str = "float32") -> np.ndarray:
     import jax
 
     from ..backends.jax import forward
+    from . import engine
+
+    kwargs = engine.Compute(dtype=dtype).kwargs(train=False)
 
     @jax.jit
     def run(v: dict, x: Any) -> Any:
-        out = forward(net.ir, v, x, logits=True)[0]
+        out = forward(net.ir, v, x, logits=True, **kwargs)[0]
         last = net.ir.body.items[-1]
         if loss == "bce":
             is_sigmoid = getattr(last, "op", None) == "sigmoid"
@@ -63,17 +72,27 @@ def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str) -> np.nd
 
 
 def predict(
-    net: Net, weights: str | Path, images: Sequence[str | Path], *, top: int = 5, which: str | None = None
+    net: Net,
+    weights: str | Path,
+    images: Sequence[str | Path],
+    *,
+    top: int = 5,
+    which: str | None = None,
+    fold: bool = False,
+    dtype: str = "float32",
 ) -> list[Prediction]:
     """The `top` most probable classes of each image file (fitted to `net.input` as in
-    training: grayscale/resize per the run's settings, then its normalisation)."""
+    training: grayscale/resize per the run's settings, then its normalisation). `fold`: run
+    the inference-compiled network (`Net.for_inference`); `dtype="bfloat16"`: convolutions
+    and dense layers in bfloat16 with float32 accumulation."""
     variables, meta = load_weights(net, weights, which)
+    net, variables = _inference(net, variables, fold)
     cfg = TrainConfig.from_dict(meta.get("config", {}))
     x = load_images(images, net.input, grayscale=cfg.grayscale, resize=cfg.resize)
     x = Normalization.from_dict(meta["normalization"]).apply(x) if "normalization" in meta else x
     if net.input.is_flat:
         x = x.reshape(len(x), -1)
-    p = _probabilities(net, variables, x, cfg.loss)
+    p = _probabilities(net, variables, x, cfg.loss, dtype)
     names = list(meta.get("class_names") or [])
     names += [str(i) for i in range(len(names), p.shape[-1])]
     out = []
@@ -91,15 +110,19 @@ def evaluate(
     split: str = "test",
     which: str | None = None,
     devices: int = 1,
+    fold: bool = False,
+    dtype: str = "float32",
 ) -> Evaluation:
     """Accuracy, top-5 and the confusion matrix of the weights on a split of `data` (default:
-    the data the weights were trained on), normalised as in training."""
+    the data the weights were trained on), normalised as in training. `fold` and `dtype` as
+    in `predict`."""
     from . import engine
     from .loop import evaluate_arrays
 
     if split not in ("train", "val", "test"):
         raise ArgumentError(f"unknown split `{split}`", hints=["choose train, val or test"])
     variables, meta = load_weights(net, weights, which)
+    net, variables = _inference(net, variables, fold)
     cfg = TrainConfig.from_dict(meta.get("config", {}))
     spec = data or cfg.data
     ds = load_dataset(
@@ -119,7 +142,7 @@ def evaluate(
         x = Normalization.from_dict(meta["normalization"]).apply(x)
     task = engine.make_task(net.ir, cfg)
     placement = engine.Placement(devices)
-    eval_fn = engine.make_eval_step(net.ir, task, placement)
+    eval_fn = engine.make_eval_step(net.ir, task, placement, engine.Compute(dtype=dtype))
     m, out = evaluate_arrays(eval_fn, placement.state(variables), x, y, placement, outputs=True)
     summary = engine.summarize(m)
     confusion = None
