@@ -161,6 +161,15 @@ def conv_patches(x: Any, kernel: Any, strides, padding, dilation, out_size, accu
     return jnp.matmul(patches, kernel.reshape(-1, kernel.shape[-1]), preferred_element_type=accumulate)
 
 
+def _with_gradient(primal, bwd) -> Any:
+    """`primal(x, kernel)` with the hand-written gradient `bwd((x, kernel), g) -> (dx, dw)`."""
+    import jax
+
+    conv = jax.custom_vjp(primal)
+    conv.defvjp(lambda x, kernel: (primal(x, kernel), (x, kernel)), bwd)
+    return conv
+
+
 def conv_shift(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any:
     """The convolution as a sum of shifted, scaled copies of the input, one per kernel offset
     and input channel: `y = sum_{k,c} x[shifted by k][..., c] * W[k, c, :]`, which XLA fuses
@@ -179,7 +188,6 @@ def conv_shift(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any
     def forward(x, kernel):
         return conv_apply(x, kernel, strides, padding, dilation, 1)
 
-    @jax.custom_vjp
     def conv(x, kernel):
         k, c = kernel.shape[:-2], kernel.shape[-2]
         xp = jnp.pad(x, ((0, 0), *tuple(padding)[::-1], (0, 0)))
@@ -195,15 +203,11 @@ def conv_shift(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any
         # each recompute all of it. (`optimization_barrier` does not stop fusion.)
         return jnp.matmul(y, jnp.eye(y.shape[-1], dtype=y.dtype), precision=jax.lax.Precision.HIGHEST)
 
-    def fwd(x, kernel):
-        return conv(x, kernel), (x, kernel)
-
     def bwd(res, g):
         x, kernel = res
         return jax.vjp(forward, x, kernel)[1](g)
 
-    conv.defvjp(fwd, bwd)
-    return conv(x, kernel)
+    return _with_gradient(conv, bwd)(x, kernel)
 
 
 def conv_col2im_grad(x: Any, kernel: Any, strides, padding, dilation, out_size) -> Any:
@@ -227,13 +231,6 @@ def conv_col2im_grad(x: Any, kernel: Any, strides, padding, dilation, out_size) 
     def forward(x, kernel):
         return conv_apply(x, kernel, strides, padding, dilation, 1)
 
-    @jax.custom_vjp
-    def conv(x, kernel):
-        return forward(x, kernel)
-
-    def fwd(x, kernel):
-        return forward(x, kernel), (x, kernel)
-
     def bwd(res, g):
         x, kernel = res
         k, c = kernel.shape[:-2], kernel.shape[-2]
@@ -254,8 +251,7 @@ def conv_col2im_grad(x: Any, kernel: Any, strides, padding, dilation, out_size) 
         dw = jax.vjp(lambda w: forward(x, w), kernel)[1](g)[0]
         return dx, dw
 
-    conv.defvjp(fwd, bwd)
-    return conv(x, kernel)
+    return _with_gradient(forward, bwd)(x, kernel)
 
 
 # Winograd F(4x4, 3x3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
@@ -357,13 +353,6 @@ def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
     def forward(x, kernel):
         return _winograd(x, winograd_kernel(kernel), padding, out_size)
 
-    @jax.custom_vjp
-    def conv(x, kernel):
-        return forward(x, kernel)
-
-    def fwd(x, kernel):
-        return forward(x, kernel), (x, kernel)
-
     def bwd(res, g):
         x, kernel = res
         h, w = x.shape[1:3]
@@ -376,8 +365,7 @@ def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
         dw = jax.vjp(lambda k: conv_apply(x, k, (1, 1), padding, (1, 1), 1), kernel)[1](g)[0]
         return dx, dw
 
-    conv.defvjp(fwd, bwd)
-    return conv(x, kernel)
+    return _with_gradient(forward, bwd)(x, kernel)
 
 
 def _bias_init(f: int) -> tuple[str, Any]:
