@@ -84,6 +84,16 @@ class TrainConfig:
             kw["lr"] = self.lr
         return kw
 
+    def optimizer_slots(self) -> int:
+        """How many arrays of the parameters' size the optimizer keeps (Adam's two moments,
+        SGD's momentum), for the memory estimate made before training starts."""
+        kw = self.opt_kwargs()
+        if self.optimizer in ("adam", "adamw"):
+            return 2
+        if self.optimizer == "rmsprop":
+            return 1 + bool(kw["momentum"])
+        return int(bool(kw["momentum"]))
+
     def schedule_kwargs(self) -> dict[str, float]:
         kw = {k: v for k, v in SCHEDULES[self.schedule].items() if v is not None} | dict(self.schedule_args)
         return kw  # type: ignore[return-value]
@@ -162,21 +172,56 @@ def _number(node: Any, w: _Where, what: str) -> Fraction:
     raise w.error(ArgumentError, f"`{w.setting.key}` needs {what}, got {_describe(node)}", node)
 
 
+# Integer settings end up in int32 step counters and schedules, or as 32-bit PRNG seeds; a
+# larger value would overflow there (or, for a seed, silently alias a smaller one), so each is
+# bounded here, where the setting is still known.
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1
+CROP_MAX = 1024  # pixels of padding: more than any image is wide, and it is allocated per batch
+FLOAT_MAX = 1e300  # beyond this a Fraction no longer converts to a float
+
+
 def _float(node: Any, w: _Where, *, lo: float | None = None, hi: float | None = None, open_hi: bool = False) -> float:
     v = _number(node, w, "a number")
+    if abs(v) > FLOAT_MAX:
+        raise w.error(ArgumentError, f"`{w.setting.key}` is too large a number (over {FLOAT_MAX:g})", node)
     if (lo is not None and v < lo) or (hi is not None and (v >= hi if open_hi else v > hi)):
         rng = f"at least {lo:g}" if hi is None else f"from {lo:g} to {'below ' if open_hi else ''}{hi:g}"
         raise w.error(ArgumentError, f"`{w.setting.key}` must be {rng}, got {float(v):g}", node)
     return float(v)
 
 
-def _int(node: Any, w: _Where, *, lo: int = 0) -> int:
+def _int(node: Any, w: _Where, *, lo: int = 0, hi: int = INT32_MAX, arg: str | None = None) -> int:
     v = _number(node, w, "a whole number")
+    what = f"`{w.setting.key}`" + (f"'s `{arg}=`" if arg else "")
     if v.denominator != 1:
-        raise w.error(ArgumentError, f"`{w.setting.key}` must be a whole number, got {float(v):g}", node)
+        shown = f"{float(v):g}" if abs(v) <= FLOAT_MAX else "a fraction"
+        raise w.error(ArgumentError, f"{what} must be a whole number, got {shown}", node)
     if v < lo:
-        raise w.error(ArgumentError, f"`{w.setting.key}` must be at least {lo}, got {v}", node)
+        raise w.error(ArgumentError, f"{what} must be at least {lo}, got {_short(int(v))}", node)
+    if v > hi:
+        why = {
+            SEED_MAX: "seeds are 32-bit: a larger one would repeat a smaller seed's run",
+            INT32_MAX: "steps and counts are kept in 32 bits in the training loop",
+        }.get(hi)
+        raise w.error(
+            ArgumentError,
+            f"{what} must be from {lo} to {hi}, got {_short(int(v))}",
+            node,
+            notes=[why] if why else [],
+        )
     return int(v)
+
+
+def _short(v: int) -> str:
+    """An integer as written, or `about 1e+20` when it is too long to read."""
+    return (
+        str(v)
+        if abs(v) < 10**16
+        else f"about {float(v):.3g}"
+        if abs(v) <= FLOAT_MAX
+        else f"a {len(str(abs(v)))}-digit number"
+    )
 
 
 def _bool(node: Any, w: _Where) -> bool:
@@ -329,7 +374,7 @@ def _read_schedule(v: Any, w: _Where) -> dict[str, Any]:
     args: dict[str, float] = {}
     for k, node in kw.items():
         if k in ("every", "steps"):
-            args[k] = float(_int(node, w, lo=1))
+            args[k] = float(_int(node, w, lo=1, arg=k))
         elif k == "gamma":
             args[k] = _float(node, w, lo=0, hi=1)
         else:
@@ -349,7 +394,11 @@ def _read_augment(v: Any, w: _Where) -> dict[str, Any]:
             return out
         name, kw = _call(item, w, AUGMENTATIONS, "augmentation")
         if name == "crop":
-            out["crop"] = _int(kw["pad"], w, lo=1) if "pad" in kw else int(AUGMENTATIONS["crop"]["pad"] or 0)
+            out["crop"] = (
+                _int(kw["pad"], w, lo=1, hi=CROP_MAX, arg="pad")
+                if "pad" in kw
+                else int(AUGMENTATIONS["crop"]["pad"] or 0)
+            )
         else:
             out["flip"] = True
     return out
@@ -441,7 +490,7 @@ SETTINGS: dict[str, SettingDef] = {
             "seed",
             "N",
             "seeds initialisation, shuffling, augmentation, dropout and the validation split",
-            _simple("seed", lambda v, w: _int(v, w)),
+            _simple("seed", lambda v, w: _int(v, w, hi=SEED_MAX)),
         ),
         SettingDef(
             "augment",
