@@ -360,7 +360,7 @@ class ResBottleneckBlock(nn.Module):
         self.f = nn.Sequential(
             ConvNormActivation(cin, cout, 1),
             ConvNormActivation(cout, cout, 3, stride, groups=cout // group_width),
-            SqueezeExcitation(cout, int(round(se_ratio * cin))),
+            SqueezeExcitation(cout, round(se_ratio * cin)),
             ConvNormActivation(cout, cout, 1, activation_layer=None),
         )
         self.activation = nn.ReLU(inplace=True)
@@ -374,7 +374,9 @@ def regnet_y_400mf(num_classes: int = 1000) -> nn.Module:
     layers: list[nn.Module] = [ConvNormActivation(3, 32, 3, 2)]
     cin = 32
     for n, w in zip((1, 3, 6, 6), (48, 104, 208, 440)):
-        layers.append(nn.Sequential(*[ResBottleneckBlock(cin if i == 0 else w, w, 2 if i == 0 else 1) for i in range(n)]))
+        layers.append(
+            nn.Sequential(*[ResBottleneckBlock(cin if i == 0 else w, w, 2 if i == 0 else 1) for i in range(n)])
+        )
         cin = w
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(cin, num_classes))
 
@@ -503,7 +505,9 @@ def copy_weights(model: nn.Module, net: Any, variables: dict[str, Any], x: Tenso
     out: dict[str, Any] = {c: _copy_tree(v) for c, v in variables.items()}
     for m, (n, want) in zip(owners, layers):
         got = _convert(m, {k: s for k, (_, s) in want.items()})
-        assert set(got) == set(want), f"{n.name} ({n.op}): torch {type(m).__name__} gives {sorted(got)}, wants {sorted(want)}"
+        assert set(got) == set(want), (
+            f"{n.name} ({n.op}): torch {type(m).__name__} gives {sorted(got)}, wants {sorted(want)}"
+        )
         for k, (coll, shape) in want.items():
             assert got[k].shape == shape, f"{n.name}.{k}: torch {type(m).__name__} {got[k].shape}, cnndsl {shape}"
             at(out[coll], n.path)[k] = got[k]
