@@ -125,6 +125,25 @@ class Net:
         folded, v = fold_for_inference(self.ir, variables)
         return Net(folded), v
 
+    def to_onnx(
+        self,
+        variables: dict,
+        path: str | Path | None = None,
+        *,
+        batch: int = 1,
+        dynamic_batch: bool = False,
+        layout: str = "nhwc",
+    ) -> Any:
+        """The network in inference mode as an `onnx.ModelProto` (written atomically to `path`
+        if given). Input and output are channels last like `apply` (`layout="nchw"`: channels
+        first); `dynamic_batch=True` leaves the batch size open. See docs/onnx.md."""
+        from .backends.onnx import export, save
+
+        model = export(self.ir, variables, batch=batch, dynamic_batch=dynamic_batch, layout=layout)
+        if path is not None:
+            save(model, path)
+        return model
+
     def init(self, key: Any) -> dict:
         from .backends.jax import init_variables
 
