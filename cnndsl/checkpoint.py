@@ -22,6 +22,7 @@ restores are comparable (0.1-0.5 s). Both are bit-exact. This module imports JAX
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -47,6 +48,7 @@ META_FILE = "meta.json"
 POINTERS = ("latest", "best")
 _STEP_DIR = re.compile(r"step-\d+(-\d+)?")
 _INFO_KEYS = frozenset({"step", "metric", "mode", "best_metric", "sha256", "bytes", "keys", "meta"})
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 Which = Literal["latest", "best"]
 Mode = Literal["max", "min"]
@@ -95,18 +97,15 @@ def save_checkpoint(
     state, keys = _to_host(serialization.to_state_dict(tree), ())
     blob = serialization.msgpack_serialize(state)
     best = _current_best(root)
-    is_best = (
-        metric is not None
-        and not math.isnan(metric)
-        and (best is None or (metric > best if mode == "max" else metric < best))
-    )
+    metric = None if metric is None or not math.isfinite(metric) else float(metric)
+    is_best = metric is not None and (best is None or (metric > best if mode == "max" else metric < best))
     if is_best and metric is not None:
         best = float(metric)
     info = {
         "format": FORMAT,
         "version": VERSION,
         "step": int(step),
-        "metric": None if metric is None else float(metric),
+        "metric": metric,
         "mode": mode,
         "best_metric": best,
         "sha256": hashlib.sha256(blob).hexdigest(),
@@ -115,28 +114,78 @@ def save_checkpoint(
         "meta": meta or {},
     }
     try:
-        text = json.dumps(info, indent=1)
+        text = strict_json(info, indent=1)
     except (TypeError, ValueError) as e:
         raise TypeError(f"checkpoint metadata must be JSON-able: {e}") from e
 
     tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
     try:
-        _write(tmp / STATE_FILE, blob)
-        _write(tmp / META_FILE, text.encode())
-        _fsync_dir(tmp)
-        final = _fresh_name(root, int(step))
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            _write(tmp / STATE_FILE, blob)
+            _write(tmp / META_FILE, text.encode())
+            _fsync_dir(tmp)
+            final = _fresh_name(root, int(step))
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(root)
+        _point(root, "latest", final.name)
+        if is_best:
+            _point(root, "best", final.name)
+        _fsync_dir(root)
+    except OSError as e:
+        if e.errno in _DISK_FULL:
+            raise DataError(
+                f"disk full while saving step {int(step)}; the previous checkpoint is intact",
+                notes=[f"in `{root}`: {e.strerror or e}"],
+                hints=["free some space, then continue the run with `--resume`"],
+            ) from None
         raise
-    _fsync_dir(root)
-    _point(root, "latest", final.name)
-    if is_best:
-        _point(root, "best", final.name)
-    _fsync_dir(root)
     _collect(root, keep={final.name, _pointer(root, "best") or ""})
     return final
+
+
+def strict_json(value: Any, **kwargs: Any) -> str:
+    """`json.dumps` that writes only strict JSON: NaN and infinities become null (a diverged
+    loss, an empty split), numpy scalars become numbers; anything else un-JSON-able raises."""
+    return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Replace `path` by `data` all at once (temp file in the same folder, fsync,
+    `os.replace`): a crash leaves the old file or the new one, never a mix. A full disk is a
+    `DataError` and the old file stays."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        try:
+            _write(tmp, data.encode() if isinstance(data, str) else data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+    except OSError as e:
+        if e.errno in _DISK_FULL:
+            raise DataError(
+                f"disk full while writing `{path}`; its previous contents are intact",
+                hints=["free some space, then continue the run with `--resume`"],
+            ) from None
+        raise
 
 
 def restore_checkpoint(path: str | os.PathLike[str], *, which: Which = "latest", target: Any = None) -> Checkpoint:
@@ -163,7 +212,10 @@ def restore_checkpoint(path: str | os.PathLike[str], *, which: Which = "latest",
         state = serialization.msgpack_restore(blob)
     except Exception as e:  # msgpack raises several unrelated types for bad input
         raise DataError(f"the checkpoint `{folder}` is damaged: {e}") from e
-    state = _wrap_keys(state, info["keys"])
+    try:
+        state = _wrap_keys(state, info["keys"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"the checkpoint `{folder}` is damaged: {META_FILE} `keys` names {e}, not in the arrays") from e
     tree = state if target is None else _into(target, state, folder)
     return _checkpoint(folder, info, tree)
 
@@ -297,7 +349,38 @@ def _read_info(folder: Path) -> dict[str, Any]:
     missing = sorted(_INFO_KEYS - info.keys())
     if missing:
         raise DataError(f"the checkpoint `{folder}` is damaged: {META_FILE} lacks {', '.join(missing)}")
+    extra = sorted(info.keys() - _INFO_KEYS - {"format", "version"})
+    if extra:
+        raise DataError(
+            f"the checkpoint `{folder}` is damaged: {META_FILE} has unexpected keys {', '.join(map(repr, extra))}"
+        )
+    for key, ok, want in _INFO_TYPES:
+        if not ok(info[key]):
+            raise DataError(
+                f"the checkpoint `{folder / META_FILE}` is damaged: `{key}` should be {want},"
+                f" not {json.dumps(info[key])[:60]}"
+            )
     return info
+
+
+def _number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+_INFO_TYPES: tuple[tuple[str, Any, str], ...] = (
+    ("step", _count, "a whole number >= 0"),
+    ("metric", _number, "a number or null"),
+    ("mode", lambda v: v in ("max", "min"), '"max" or "min"'),
+    ("best_metric", _number, "a number or null"),
+    ("sha256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "a sha256 hex digest"),
+    ("bytes", _count, "a whole number >= 0"),
+    ("keys", lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "an object of strings"),
+    ("meta", lambda v: isinstance(v, dict), "an object"),
+)
 
 
 def _current_best(root: Path) -> float | None:

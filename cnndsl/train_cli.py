@@ -13,7 +13,6 @@ when a command runs, so `cnndsl compile` stays fast.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -45,7 +44,12 @@ def register(sub: Any) -> None:
     run = t.add_argument_group("the run")
     run.add_argument("--out", metavar="DIR", help="output folder (default runs/<network name>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    run.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an --out that holds a cnndsl run (removes only the files cnndsl wrote there)",
+    )
+    _spec_change_arg(run)
     run.add_argument(
         "--max-time", type=float, metavar="SECONDS", help="stop after the step that passes this time, and save"
     )
@@ -81,6 +85,7 @@ def register(sub: Any) -> None:
     p.add_argument("spec", metavar="FILE", help="the .cnn file")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     _weights_args(p)
+    _spec_change_arg(p)
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _inference_args(p)
@@ -89,6 +94,7 @@ def register(sub: Any) -> None:
     e = sub.add_parser("eval", help="accuracy and confusion matrix on a data set")
     e.add_argument("spec", metavar="FILE", help="the .cnn file")
     _weights_args(e)
+    _spec_change_arg(e)
     e.add_argument("--data", metavar="SPEC", help="the data set (default: the one the weights were trained on)")
     e.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split (default test)")
     e.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over the first N devices")
@@ -111,6 +117,14 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _spec_change_arg(p: Any) -> None:
+    p.add_argument(
+        "--allow-changed-spec",
+        action="store_true",
+        help="use weights with a spec that differs from the one they were trained with, where the weights still fit",
+    )
+
+
 def _weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights", required=True, metavar="CKPT", help="a run folder, its checkpoints folder, or a step folder"
@@ -124,11 +138,18 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .training.stop import StopRequest
+
+    with StopRequest() as stop:  # before JAX loads: a signal from here on stops the run cleanly
+        return _train(args, stop)
+
+
+def _train(args: argparse.Namespace, stop: Any) -> int:
     from .net import load
     from .training.loop import train
 
     overrides = {k: getattr(args, f"set_{k}") for k in SETTINGS if getattr(args, f"set_{k}") is not None}
-    result = train(
+    train(
         load(args.spec),
         overrides=overrides,
         out=args.out,
@@ -143,22 +164,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         remat=args.remat,
         dtype=args.dtype,
         autotune=args.autotune,
+        allow_changed_spec=args.allow_changed_spec,
+        stop=stop,
     )
-    return 130 if result.stopped == "interrupted" else 0
+    return stop.exit_code  # 0, or 130 / 143 after SIGINT / SIGTERM (the run saved what it had)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import strict_json
     from .net import load
     from .training.evaluation import predict
 
     preds = predict(
-        load(args.spec), args.weights, args.images, top=args.top, which=args.which, fold=args.fold, dtype=args.dtype
+        load(args.spec),
+        args.weights,
+        args.images,
+        top=args.top,
+        which=args.which,
+        fold=args.fold,
+        dtype=args.dtype,
+        allow_changed_spec=args.allow_changed_spec,
     )
     if args.json:
         doc = [
             {"image": p.path, "top": [{"class": i, "name": n, "probability": q} for i, n, q in p.top]} for p in preds
         ]
-        print(json.dumps(doc, indent=2))
+        print(strict_json(doc, indent=2))
         return 0
     for p in preds:
         print(p.path)
@@ -170,6 +201,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import strict_json
     from .net import load
     from .training.evaluation import evaluate
 
@@ -182,6 +214,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         devices=args.devices,
         fold=args.fold,
         dtype=args.dtype,
+        allow_changed_spec=args.allow_changed_spec,
+        announce=lambda line: print(line, file=sys.stderr),
     )
     if args.json:
         doc = {
@@ -195,9 +229,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "class_names": list(ev.class_names),
             "confusion": None if ev.confusion is None else ev.confusion.tolist(),
         }
-        print(json.dumps(doc, indent=2))
+        print(strict_json(doc, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     c = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -206,8 +241,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return "–" if v is None else f"{100 * v:.2f}%"
 
     epoch = f" (after epoch {ev.epoch})" if ev.epoch is not None else ""
-    c.print(f"weights {ev.checkpoint}{epoch}")
-    c.print(f"data    {ev.source} · {ev.split} split · {ev.examples:,} examples")
+    c.print(f"weights {ev.checkpoint}{epoch}", markup=False)
+    c.print(f"data    {ev.source} · {ev.split} split · {ev.examples:,} examples", markup=False)
     loss = "–" if ev.loss is None else f"{ev.loss:.4f}"
     c.print(f"accuracy {pct(ev.accuracy)} · top-5 {pct(ev.top5)} · loss {loss}")
     if ev.confusion is None:
@@ -227,7 +262,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cells = [f"[bold]{v}[/]" if i == j and v else (str(v) if v else "[dim]·[/]") for j, v in enumerate(row)]
         recall = row[i] / row.sum() if row.sum() else None
         label = names[i] if names[i] == str(i) else f"{i} {names[i]}"
-        table.add_row(label, *cells, pct(recall))
+        table.add_row(escape(label), *cells, pct(recall))
     c.print(table)
     return 0
 

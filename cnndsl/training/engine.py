@@ -298,6 +298,10 @@ def make_train_step(
     the forward pass through `stop_gradient`, so XLA drops their weight gradients; layers
     whose parameters are all frozen run in inference mode (BN uses and keeps its running
     statistics).
+
+    When `state` has `nonfinite` (int32, 0 until then), the step records in it the first
+    step (1-based) whose loss or updated weights hold a NaN or an infinity: one sum over the
+    new parameters, fused with the update, and no host sync; the caller reads it now and then.
     """
     skip = frozenset(frozen_layers(frozen))
 
@@ -314,15 +318,24 @@ def make_train_step(
             loss_sum, metrics = loss_and_metrics(task, out, y, jnp.ones((n,), jnp.float32))
             return loss_sum / n, (updates, metrics)
 
-        (_, (updates, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (loss, (updates, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         changes, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        return {
-            "params": optax.apply_updates(state["params"], changes),
+        params = optax.apply_updates(state["params"], changes)
+        new = {
+            "params": params,
             "batch_stats": _merge_stats(state["batch_stats"], updates, skip),
             "opt_state": opt_state,
             "step": state["step"] + 1,
             "metrics": state["metrics"] + metrics,
         }
+        if "nonfinite" in state:
+            # A NaN or an infinity anywhere makes the sum non-finite (so can an overflowing
+            # sum of huge finite weights, which is divergence too).
+            total = sum(jnp.sum(p.astype(jnp.float32)) for p in jax.tree.leaves(params))
+            ok = jnp.isfinite(loss) & jnp.isfinite(total)
+            first = state["nonfinite"]
+            new["nonfinite"] = jnp.where((first == 0) & ~ok, state["step"] + 1, first).astype(jnp.int32)
+        return new
 
     rep, bat = placement.replicated, placement.batch
     return jax.jit(step, donate_argnums=(0,), in_shardings=(rep, rep, rep, bat, bat), out_shardings=rep)

@@ -8,7 +8,7 @@ and mse, a per-class sigmoid for bce.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +80,14 @@ def predict(
     which: str | None = None,
     fold: bool = False,
     dtype: str = "float32",
+    allow_changed_spec: bool = False,
 ) -> list[Prediction]:
     """The `top` most probable classes of each image file (fitted to `net.input` as in
     training: grayscale/resize per the run's settings, then its normalisation). `fold`: run
     the inference-compiled network (`Net.for_inference`); `dtype="bfloat16"`: convolutions
-    and dense layers in bfloat16 with float32 accumulation."""
-    variables, meta = load_weights(net, weights, which)
+    and dense layers in bfloat16 with float32 accumulation. A spec that differs from the
+    one the weights were trained with is refused unless `allow_changed_spec`."""
+    variables, meta = load_weights(net, weights, which, allow_changed_spec=allow_changed_spec)
     net, variables = _inference(net, variables, fold)
     cfg = TrainConfig.from_dict(meta.get("config", {}))
     x = load_images(images, net.input, grayscale=cfg.grayscale, resize=cfg.resize)
@@ -112,19 +114,27 @@ def evaluate(
     devices: int = 1,
     fold: bool = False,
     dtype: str = "float32",
+    allow_changed_spec: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Accuracy, top-5 and the confusion matrix of the weights on a split of `data` (default:
-    the data the weights were trained on), normalised as in training. `fold` and `dtype` as
-    in `predict`."""
+    the data the weights were trained on), normalised as in training. `fold`, `dtype` and
+    `allow_changed_spec` as in `predict`. Without `data`, the data set named in the checkpoint
+    is passed to `announce` (a line of text) before anything of it is read."""
     from . import engine
     from .loop import evaluate_arrays
 
     if split not in ("train", "val", "test"):
         raise ArgumentError(f"unknown split `{split}`", hints=["choose train, val or test"])
-    variables, meta = load_weights(net, weights, which)
+    variables, meta = load_weights(net, weights, which, allow_changed_spec=allow_changed_spec)
     net, variables = _inference(net, variables, fold)
     cfg = TrainConfig.from_dict(meta.get("config", {}))
     spec = data or cfg.data
+    if data is None and announce is not None:
+        announce(
+            f"data    {spec}: the data these weights were trained on, as {meta['checkpoint']}/meta.json names it"
+            " (choose other data with --data)"
+        )
     ds = load_dataset(
         spec,
         net.input,

@@ -9,6 +9,13 @@ A run writes to OUT (default `runs/<network name>`):
     OUT/history.jsonl     one JSON line per epoch: train/val loss, accuracy, top-5, lr, time, img/s
     OUT/history.png       the loss and accuracy curves
     OUT/summary.json      the final figures (test accuracy, wall time, images/s, ...)
+    OUT/.cnndsl-run.json  the manifest of what cnndsl wrote there; OUT/.cnndsl.lock, locked while it runs
+
+The folder is cnndsl's only if it is empty or holds a cnndsl run (`rundir`): another tool's
+files are never deleted, and two runs never share a folder. JSON is strict (NaN is null),
+history and summary are replaced atomically, and a history line that a crash lost is rebuilt
+from the checkpoint. A non-finite loss or weight stops the run (it is never saved). SIGINT and
+SIGTERM stop after the current step with a checkpoint that `resume` continues bit for bit.
 
 The host loop only feeds batches: each step is one call of a jitted, donated, pure function,
 and the host reads the device only at the end of an epoch, at most twice a second for the
@@ -19,9 +26,10 @@ and `resume=True` continues one bit-for-bit from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import shutil
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,18 +39,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from rich.markup import escape
 
-from ..checkpoint import checkpoint_info, restore_checkpoint, save_checkpoint
+from ..checkpoint import checkpoint_info, restore_checkpoint, save_checkpoint, strict_json, write_atomic
 from ..data import Dataset, augment, batches, check_labels, load_dataset, select_classes
 from ..errors import ArgumentError, CnnError, DataError
 from ..net import Net, load
 from ..transfer import TransferReport, freeze_mask, transfer
 from . import engine
 from .config import TrainConfig, apply_overrides, settings_to_config
-from .weights import open_checkpoint
+from .rundir import CHECKPOINTS, HISTORY, PLOT, SUMMARY, RunFolder
+from .stop import StopRequest
+from .weights import check_finite, check_run_meta, open_checkpoint, spec_changes
 
-CHECKPOINTS, HISTORY, PLOT, SUMMARY = "checkpoints", "history.jsonl", "history.png", "summary.json"
 EVAL_BATCH = 512
+CHECK_EVERY_S = 1.0  # how often the host reads the device's non-finite flag mid-epoch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -50,7 +61,7 @@ class TrainResult:
     """What a run produced. `variables` are the final weights (numpy, `{"params",
     "batch_stats", "fixed"}`); `test` is their test-split loss/accuracy/top-5 (None when the
     run stopped early or has no test split); `stopped` is "done", "max_time", "max_steps" or
-    "interrupted"."""
+    "interrupted" (then `signal` is the signal's number: SIGINT or SIGTERM)."""
 
     variables: dict[str, Any]
     history: list[dict[str, Any]]
@@ -63,6 +74,11 @@ class TrainResult:
     epoch: int
     transfer: TransferReport | None
     summary: dict[str, Any]
+    signal: int | None = None
+
+
+class Diverged(CnnError):
+    """The loss or the weights became NaN or infinite."""
 
 
 def resolve_config(
@@ -95,7 +111,9 @@ def train(
     remat: bool = False,
     dtype: str = "float32",
     autotune: bool = False,
+    allow_changed_spec: bool = False,
     console: Any = None,
+    stop: StopRequest | None = None,
 ) -> TrainResult:
     """Train `net` (a `Net` or a `.cnn` path) as its `train` section says, with `overrides`.
 
@@ -107,7 +125,15 @@ def train(
     block activations in the backward pass instead of storing them (less memory),
     `dtype="bfloat16"` runs convolutions and dense layers in bfloat16 with float32
     accumulation, `autotune` times the network's lowering choices once at this batch size (cached).
+    `resume` refuses a network that differs from the checkpoint's unless `allow_changed_spec`.
+    SIGINT/SIGTERM stop the run after the current step (`stop`: a `StopRequest` the caller
+    entered already, e.g. before importing JAX; by default one is entered here).
     """
+    if max_steps is not None and max_steps < 1:
+        raise ArgumentError(
+            f"--max-steps {max_steps}: a run takes at least one step",
+            hints=["give --max-steps 1 or more; to only check a spec, use `cnndsl compile`"],
+        )
     options = RunOptions(
         out=Path(out) if out is not None else None,
         resume=resume,
@@ -121,9 +147,15 @@ def train(
         remat=remat,
         dtype=dtype,
         autotune=autotune,
+        allow_changed_spec=allow_changed_spec,
     )
     net = net if isinstance(net, Net) else load(net)
-    return _Run(net, config, dict(overrides or {}), dataset, options, console).run()
+    with contextlib.nullcontext(stop) if stop is not None else StopRequest() as request:
+        run = _Run(net, config, dict(overrides or {}), dataset, options, console, request)
+        try:
+            return run.run()
+        finally:
+            run.folder.close()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +174,7 @@ class RunOptions:
     remat: bool = False
     dtype: str = "float32"
     autotune: bool = False
+    allow_changed_spec: bool = False
 
 
 class _Run:
@@ -153,6 +186,7 @@ class _Run:
         dataset: Dataset | None,
         opts: RunOptions,
         console: Any,
+        stop: StopRequest | None = None,
     ) -> None:
         from rich.console import Console
 
@@ -165,24 +199,49 @@ class _Run:
         self.ckdir = self.out / CHECKPOINTS
         self.max_time, self.max_steps, self.plot = opts.max_time, opts.max_steps, opts.plot
         self.overrides = overrides
-        self.resume = opts.resume
+        self.stop = stop if stop is not None else StopRequest()
+        self.folder = RunFolder(self.out)
+        try:
+            self._open(net, config, opts)
+            self.placement = engine.Placement(opts.devices)
+            if opts.dtype not in engine.DTYPES:
+                raise ArgumentError(f"unknown dtype `{opts.dtype}`", hints=[f"use one of {', '.join(engine.DTYPES)}"])
+            self.opts = opts
+            self.ds = self._data(dataset)
+        except BaseException:
+            self.folder.close()
+            raise
+
+    def _open(self, net: Net, config: TrainConfig | None, opts: RunOptions) -> None:
+        """Check and lock the run folder (before any data is read or anything compiled), and
+        settle the configuration: the checkpoint's on `resume`, the file's otherwise."""
+        self.removed: list[str] = []
+        if self.writer:
+            self.removed = self.folder.open(fresh=not opts.resume, overwrite=opts.overwrite)
+        # `--resume` of a run that was stopped before its first checkpoint starts it afresh.
+        self.resume = opts.resume and self.folder.has_checkpoint()
+        self.from_scratch = opts.resume and not self.resume
         if self.resume:
-            saved = TrainConfig.from_dict(_latest(self.ckdir).meta["config"])
-            self.cfg = apply_overrides(config or saved, overrides)
+            info = _latest(self.ckdir)
+            self.saved_meta = check_run_meta(info.meta, info.path, net)
+            saved = TrainConfig.from_dict(self.saved_meta["config"])
+            self.spec_diff = spec_changes(self.saved_meta["spec"], net)
+            if self.spec_diff and not opts.allow_changed_spec:
+                raise ArgumentError(
+                    f"`{net.ir.source.path}` is not the network that `{self.out}` was trained with",
+                    notes=[f"changed since the checkpoint ({info.path}):", *self.spec_diff],
+                    hints=[
+                        "resume with the spec the run was trained with (the checkpoint keeps its text: meta.json `spec`)",
+                        "or pass `--allow-changed-spec` to continue with this one where the weights still fit",
+                        "or start a new run in another `--out` (`init = RUN` loads the layers that match)",
+                    ],
+                )
+            self.cfg = apply_overrides(config or saved, self.overrides)
             self.changes = self.cfg.diff(saved)
         else:
-            if (self.ckdir / "latest").exists() and not opts.overwrite:
-                raise ArgumentError(
-                    f"`{self.out}` already holds a training run",
-                    hints=["continue it with `--resume`", "or start again with `--overwrite`, or pick another `--out`"],
-                )
-            self.cfg = apply_overrides(config if config is not None else resolve_config(net), overrides)
+            self.spec_diff = []
+            self.cfg = apply_overrides(config if config is not None else resolve_config(net), self.overrides)
             self.changes = []
-        self.placement = engine.Placement(opts.devices)
-        if opts.dtype not in engine.DTYPES:
-            raise ArgumentError(f"unknown dtype `{opts.dtype}`", hints=[f"use one of {', '.join(engine.DTYPES)}"])
-        self.opts = opts
-        self.ds = self._data(dataset)
 
     # -- set-up -----------------------------------------------------------------------------
     def _at_setting(self, key: str, err: CnnError) -> CnnError:
@@ -242,6 +301,8 @@ class _Run:
                 source = open_checkpoint(self.cfg.init)
             except DataError as e:
                 raise self._at_setting("init", e) from None
+            if isinstance(source.tree, dict):
+                check_finite(source.tree, source.path)
             variables, self.report = transfer(source.tree, variables)
             if not self.report.loaded:
                 raise self._at_setting(
@@ -291,16 +352,15 @@ class _Run:
         epoch, batch0, history = 0, 0, []
         if self.resume:
             ck = restore_checkpoint(self.ckdir, target=engine.to_host(state))
+            check_finite(ck.tree, ck.path)
             state, epoch, batch0 = ck.tree, int(ck.meta["epoch"]), int(ck.meta["batch"])
-            history = [h for h in _read_history(self.out / HISTORY) if h.get("complete") and h["epoch"] <= epoch]
-        elif self.writer:  # a fresh run (`--overwrite` discards the old one's checkpoints)
-            shutil.rmtree(self.ckdir, ignore_errors=True)
-            self.out.mkdir(parents=True, exist_ok=True)
-            for name in (HISTORY, PLOT, SUMMARY):
-                (self.out / name).unlink(missing_ok=True)
+            history = _recover_history(self.out / HISTORY, ck.meta, epoch)
+        self.last_saved = (epoch * self.steps_per_epoch + batch0) if self.resume else None
         # Distinct host copies: init shares arrays between leaves (BN's zeros and ones), and
-        # a donated buffer must appear once.
-        self.state = pl.state(jax.tree.map(np.array, engine.to_host(state)))
+        # a donated buffer must appear once. `nonfinite` is the first step whose loss or
+        # weights were not finite (0: none), kept on the device and read once a second.
+        state = {**engine.to_host(state), "nonfinite": np.zeros((), np.int32)}
+        self.state = pl.state(jax.tree.map(np.array, state))
         self.key = pl.state(jax.random.key(cfg.seed))
         o = self.opts
         lowering = self.net.autotune(self.batch // pl.devices, train=True) if o.autotune else None
@@ -317,8 +377,12 @@ class _Run:
         self.stopped = "done"
         self.host_step = epoch * self.steps_per_epoch + batch0
         if self.writer:
+            self.folder.record(HISTORY)
             _write_history(self.out / HISTORY, history)
         while epoch < cfg.epochs and self.stopped == "done":
+            if self.stop:  # a signal between epochs (or during set-up): the last save stands
+                self.stopped = "interrupted"
+                break
             epoch = self._epoch(epoch, batch0)
             batch0 = 0
         return self._finish(epoch)
@@ -326,7 +390,10 @@ class _Run:
     def _header(self, epoch: int, batch0: int) -> None:
         net, cfg, ds, c = self.net, self.cfg, self.ds, self.console
         p = net.params
-        c.print(f"[bold]{net.name}[/] · {net.ir.source.path} · {p['total']:,} params ({p['trainable']:,} trainable)")
+        c.print(
+            f"[bold]{escape(net.name)}[/] · {escape(str(net.ir.source.path))}"
+            f" · {p['total']:,} params ({p['trainable']:,} trainable)"
+        )
         norm = ds.normalization
         stats = (
             f" (mean {', '.join(f'{m:.1f}' for m in norm.mean)}, std {', '.join(f'{s:.1f}' for s in norm.std)})"
@@ -334,29 +401,41 @@ class _Run:
             else ""
         )
         c.print(
-            f"data     {ds.source}: train {len(ds.x_train):,}, val {len(ds.x_val):,}, test {len(ds.x_test):,}"
-            f" · {ds.num_classes} classes · normalize {norm.kind}{stats} · augment {cfg.describe_augment()}"
+            f"data     {escape(ds.source)}: train {len(ds.x_train):,}, val {len(ds.x_val):,}, test {len(ds.x_test):,}"
+            f" · {ds.num_classes} classes · normalize {norm.kind}{stats} · augment {cfg.describe_augment()}",
+            markup=False,
         )
         c.print(
             f"loss     {self.task.explain()}"
-            + (f" · label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "")
+            + (f" · label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else ""),
+            markup=False,
         )
         dropped = len(ds.x_train) - self.steps_per_epoch * self.batch
         c.print(
             f"optim    {cfg.describe_optimizer()} · {cfg.describe_schedule()} · batch {self.batch}"
             f" ({self.steps_per_epoch} steps/epoch{f', {dropped} examples left out each epoch, a different few each time' if dropped else ''})"
-            f" · {cfg.epochs} epochs · seed {cfg.seed}"
+            f" · {cfg.epochs} epochs · seed {cfg.seed}",
+            markup=False,
         )
         if self.report is not None:
-            c.print(f"init     {cfg.init}")
+            c.print(f"init     {cfg.init}", markup=False)
             c.print(self.report.render(), markup=False)
         if cfg.freeze:
-            c.print(f"freeze   {', '.join(cfg.freeze)}: no gradient, no optimizer state, inference mode")
+            c.print(f"freeze   {', '.join(cfg.freeze)}: no gradient, no optimizer state, inference mode", markup=False)
         c.print(
             f"devices  {self.placement.describe()} · {self.compute.describe()}"
-            f" · train step compiled in {self.compile_s:.1f} s"
+            f" · train step compiled in {self.compile_s:.1f} s",
+            markup=False,
         )
+        if self.removed:
+            c.print(f"overwrite removed the previous run's {', '.join(self.removed)} from {self.out}", markup=False)
+        if self.spec_diff:
+            c.print("spec     changed since the checkpoint (--allow-changed-spec):", markup=False)
+            for line in self.spec_diff:
+                c.print(f"         {line}", markup=False)
         where = f"out      {self.out}"
+        if self.from_scratch:
+            where += " · resuming: nothing was saved yet, so the run starts from step 0"
         if self.resume:
             where += (
                 f" · resuming after epoch {epoch}"
@@ -365,7 +444,7 @@ class _Run:
             )
             if self.changes:
                 where += " · changed: " + ", ".join(self.changes)
-        c.print(where)
+        c.print(where, markup=False)
 
     def _epoch(self, epoch: int, batch0: int) -> int:
         """Train one epoch (from batch `batch0`), evaluate, log, checkpoint; the next epoch."""
@@ -388,44 +467,49 @@ class _Run:
         task = bar.add_task(
             "", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info=""
         )
-        t0 = last = time.monotonic()
+        t0 = last = checked = time.monotonic()
         seen_at_last, done = 0, batch0
         with bar:
-            try:
-                it = batches(
-                    ds.x_train, ds.y_train, self.batch, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0
-                )
-                for b, (xb, yb) in enumerate(it, start=batch0):
-                    if cfg.crop or cfg.flip:
-                        xb = augment(
-                            xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill
-                        )
-                    self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_batch(xb, yb))
-                    self.host_step += 1
-                    done = b + 1
-                    now = time.monotonic()
-                    if self.progress and now - last >= 0.5:  # the only mid-epoch host sync
-                        m = engine.summarize(engine.to_host(self.state["metrics"]))
-                        now = time.monotonic()  # after the sync: the device has caught up
-                        rate = (done - batch0 - seen_at_last) * self.batch / (now - last)
-                        seen_at_last, last = done - batch0, now
-                        bar.update(task, completed=done, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
-                    if self.max_steps is not None and self.host_step >= self.max_steps:
-                        self.stopped = "max_steps"
-                    elif self.max_time is not None and now - self.t_start >= self.max_time:
-                        self.stopped = "max_time"
-                    if self.stopped != "done":
-                        break
-            except KeyboardInterrupt:
-                self.stopped = "interrupted"
-        try:
-            train_m = engine.summarize(engine.to_host(self.state["metrics"]))
-        except RuntimeError as e:  # the interrupt landed inside a step that had taken the state
-            self.console.print(f"interrupted; the last checkpoint stays as it was ({e})")
-            return epoch
+            it = batches(ds.x_train, ds.y_train, self.batch, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0)
+            for b, (xb, yb) in enumerate(it, start=batch0):
+                if self.stop:
+                    self.stopped = "interrupted"
+                    break
+                if cfg.crop or cfg.flip:
+                    xb = augment(xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill)
+                self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_batch(xb, yb))
+                self.host_step += 1
+                done = b + 1
+                now = time.monotonic()
+                if self.progress and now - last >= 0.5:  # the only mid-epoch host syncs: here and below
+                    m = engine.summarize(engine.to_host(self.state["metrics"]))
+                    now = time.monotonic()  # after the sync: the device has caught up
+                    rate = (done - batch0 - seen_at_last) * self.batch / (now - last)
+                    seen_at_last, last = done - batch0, now
+                    bar.update(task, completed=done, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
+                if now - checked >= CHECK_EVERY_S:
+                    self._check_finite(epoch)
+                    checked = now
+                if self.max_steps is not None and self.host_step >= self.max_steps:
+                    self.stopped = "max_steps"
+                elif self.max_time is not None and now - self.t_start >= self.max_time:
+                    self.stopped = "max_time"
+                if self.stopped != "done":
+                    break
+        if self.stop:
+            self.stopped = "interrupted"
+        self._check_finite(epoch)
+        train_m = engine.summarize(engine.to_host(self.state["metrics"]))
         train_s = time.monotonic() - t0
-        complete = done == self.steps_per_epoch
-        val = self.evaluate(ds.x_val, ds.y_val) if complete else {"loss": None, "acc": None, "top5": None}
+        trained = done == self.steps_per_epoch
+        val = None
+        if trained and not self.stop:
+            val = self.evaluate(ds.x_val, ds.y_val)  # None when a signal came during it
+        if val is None:
+            val = {"loss": None, "acc": None, "top5": None}
+            if self.stop:
+                self.stopped = "interrupted"
+        complete = trained and self.stopped != "interrupted"
         images = (done - batch0) * self.batch
         line = {
             "epoch": epoch + 1,
@@ -438,19 +522,48 @@ class _Run:
             "images_per_s": round(images / train_s, 1) if train_s > 0 else None,
             "elapsed": round(time.monotonic() - self.t_start, 3),
         }
+        if done == batch0 and not complete:  # stopped before its first step: nothing new to save
+            return epoch
         self.history.append(line)
         self._print_epoch(line)
         next_epoch = epoch + 1 if complete else epoch
-        self._save(next_epoch, 0 if complete else done, val["acc"] if complete else None)
+        self._save(next_epoch, 0 if complete else done, val["acc"] if complete else None, line)
         if self.writer:
-            with (self.out / HISTORY).open("a") as f:
-                f.write(json.dumps(line) + "\n")
+            _append_history(self.out / HISTORY, line)
         return next_epoch
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-        """Loss, accuracy and top-5 of the current weights on `(x, y)`."""
+    def _check_finite(self, epoch: int) -> None:
+        """Stop, saving nothing, once a step's loss or weights were NaN or infinite (one
+        device read of the flag the step keeps; the weights it would save are not finite)."""
+        bad = int(engine.to_host(self.state["nonfinite"]))
+        if not bad:
+            return
+        spe = self.steps_per_epoch
+        lr = float(self.schedule(bad - 1))
+        saved = (
+            f"the last checkpoint, step {self.last_saved} in {self.ckdir}, has finite weights and stays as it was"
+            if self.last_saved is not None
+            else "nothing was saved: no checkpoint had been written yet"
+        )
+        raise Diverged(
+            f"training diverged: the loss or the weights became NaN or infinite at step {bad}"
+            f" (epoch {(bad - 1) // spe + 1}, batch {(bad - 1) % spe + 1} of {spe})",
+            notes=[f"the learning rate at that step was {lr:g} ({self.cfg.describe_optimizer()})", saved],
+            hints=[
+                f"lower the learning rate (e.g. `--lr {lr / 10:g}`)",
+                "or warm the rate up over the first steps (`--warmup 500`, `warmup = 500` in the train section)",
+                "or standardise the inputs (`normalize = standardize`); large inputs make large gradients",
+            ],
+        )
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float | None] | None:
+        """Loss, accuracy and top-5 of the current weights on `(x, y)`; None when a signal
+        stopped it (between batches)."""
         variables = {"params": self.state["params"], "batch_stats": self.state["batch_stats"], "fixed": self.fixed}
-        m, _ = evaluate_arrays(self.eval_fn, variables, x, y, self.placement)
+        try:
+            m, _ = evaluate_arrays(self.eval_fn, variables, x, y, self.placement, stop=self.stop)
+        except _Stopped:
+            return None
         return engine.summarize(m)
 
     def _print_epoch(self, h: dict[str, Any]) -> None:
@@ -470,7 +583,10 @@ class _Run:
             text += f"  (stopped after step {h['step']}: {self.stopped.replace('_', ' ')})"
         self.console.print(text)
 
-    def _save(self, epoch: int, batch: int, metric: float | None) -> None:
+    def _save(self, epoch: int, batch: int, metric: float | None, line: dict[str, Any]) -> None:
+        """Checkpoint the state (never one with non-finite weights: the caller checked the
+        flag) with this epoch's history line, so a crash before the line reaches
+        history.jsonl loses nothing."""
         tree = engine.to_host({k: self.state[k] for k in ("params", "batch_stats", "opt_state", "step", "metrics")})
         if not self.writer:
             return
@@ -489,8 +605,11 @@ class _Run:
             "data": self.ds.source,
             "normalization": self.ds.normalization.to_dict(),
             "val_acc": metric,
+            "history": line,
         }
+        self.folder.record(CHECKPOINTS)
         save_checkpoint(self.ckdir, tree, step=self.host_step, meta=meta, metric=metric)
+        self.last_saved = self.host_step
 
     def _finish(self, epoch: int) -> TrainResult:
         c = self.console
@@ -500,6 +619,8 @@ class _Run:
         test = None
         if self.stopped == "done" and len(self.ds.x_test):
             test = self.evaluate(self.ds.x_test, self.ds.y_test)
+            if test is None:
+                self.stopped = "interrupted"
         done = [h for h in self.history if h["complete"]]
         best = max((h for h in done if h["val_acc"] is not None), key=lambda h: h["val_acc"], default=None)
         train_s = sum(h["time"] for h in self.history)
@@ -522,8 +643,10 @@ class _Run:
             "test": test,
         }
         if self.writer:
-            (self.out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+            self.folder.record(SUMMARY)
+            write_atomic(self.out / SUMMARY, strict_json(summary, indent=1) + "\n")
             if self.plot and self.history:
+                self.folder.record(PLOT)
                 plot_history(self.history, self.out / PLOT, title=self.net.name)
         if test is not None:
             top5 = f", top-5 {100 * test['top5']:.2f}%" if test["top5"] is not None else ""
@@ -532,7 +655,8 @@ class _Run:
             )
         if best is not None:
             c.print(
-                f"best     epoch {best['epoch']}: val accuracy {100 * best['val_acc']:.2f}% → {self.ckdir / 'best'}"
+                f"best     epoch {best['epoch']}: val accuracy {100 * best['val_acc']:.2f}% → {self.ckdir / 'best'}",
+                markup=False,
             )
         rate = f" · {summary['images_per_s']:,.0f} img/s" if summary["images_per_s"] else ""
         c.print(f"time     {summary['wall_s']:.1f} s in all, {train_s:.1f} s training{rate}")
@@ -552,21 +676,36 @@ class _Run:
             epoch=epoch,
             transfer=self.report,
             summary=summary,
+            signal=self.stop.signum if self.stopped == "interrupted" else None,
         )
 
 
 # --- evaluation over arrays ------------------------------------------------------------------
+class _Stopped(Exception):
+    """A signal stopped an evaluation between batches."""
+
+
 def evaluate_arrays(
-    eval_fn: Any, variables: dict, x: np.ndarray, y: np.ndarray, placement: engine.Placement, *, outputs: bool = False
+    eval_fn: Any,
+    variables: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    placement: engine.Placement,
+    *,
+    outputs: bool = False,
+    stop: Any = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Summed metrics float[5] of `eval_fn` over `(x, y)` in fixed-size padded batches (one
-    compilation), and the outputs (N, K) when `outputs`."""
+    compilation), and the outputs (N, K) when `outputs`. A true `stop` (a `StopRequest`)
+    between batches raises `_Stopped`."""
     if len(x) == 0:
         return np.zeros(len(engine.METRICS), np.float32), None
     size = EVAL_BATCH - EVAL_BATCH % placement.devices or placement.devices
     size = min(size, -(-len(x) // placement.devices) * placement.devices)
     totals, outs = [], []
     for i in range(0, len(x), size):
+        if stop:
+            raise _Stopped
         xb, yb = x[i : i + size], y[i : i + size]
         w = np.ones(len(xb), np.float32)
         if len(xb) < size:
@@ -596,14 +735,50 @@ def _latest(ckdir: Path) -> Any:
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
+    """The lines of history.jsonl. A torn last line (a crash while appending) is dropped;
+    `_write_history` then repairs the file. A damaged line before it is a `DataError`."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(errors="replace").split("\n")
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            h = json.loads(line)
+            problem = "" if isinstance(h, dict) and type(h.get("epoch")) is int else "not an epoch's record"
+        except ValueError as e:
+            problem = str(e)
+        if problem:
+            if all(not rest.strip() for rest in lines[n:]):  # the last line: torn by a crash
+                break
+            raise DataError(
+                f"`{path}` is damaged at line {n}: {problem}",
+                hints=["remove the line (the checkpoints hold the weights), then `--resume` again"],
+            )
+        out.append(h)
+    return out
+
+
+def _recover_history(path: Path, meta: dict[str, Any], epoch: int) -> list[dict[str, Any]]:
+    """The complete epochs up to `epoch`, from history.jsonl and, for an epoch whose
+    checkpoint was saved but whose line was not written, from the checkpoint itself."""
+    history = [h for h in _read_history(path) if h.get("complete") and h["epoch"] <= epoch]
+    line = meta.get("history")
+    recovered = isinstance(line, dict) and line.get("complete") and line.get("epoch") == epoch
+    if recovered and not any(h["epoch"] == epoch for h in history):
+        history.append(line)
+    return history
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    write_atomic(path, "".join(strict_json(h) + "\n" for h in history))
+
+
+def _append_history(path: Path, line: dict[str, Any]) -> None:
+    """Append one line; a crash mid-write leaves a torn last line, which `_read_history` drops."""
+    with path.open("a") as f:
+        f.write(strict_json(line) + "\n")
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
@@ -628,8 +803,13 @@ def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") 
     a.set_yscale("log")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-0")
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 __all__ = ["RunOptions", "TrainResult", "evaluate_arrays", "plot_history", "resolve_config", "train"]
