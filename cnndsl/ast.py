@@ -49,7 +49,18 @@ class Neg:
     span: Span = _span()
 
 
-Expr = Num | Var | BinOp | Neg
+@node
+class Func:
+    """A function in an expression: `make_divisible(c*w, 8)`, `max(a, b)`; a positional
+    layer argument `s(k)` is the short option `s` with an expression (`bind` decides)."""
+
+    name: str
+    args: tuple[Expr, ...] = ()
+    kwargs: tuple[tuple[str, Expr], ...] = ()
+    span: Span = _span()
+
+
+Expr = Num | Var | BinOp | Neg | Func
 
 
 # --- layer argument values ---------------------------------------------------------------
@@ -71,6 +82,23 @@ class Size:
 
 
 @node
+class SizeExpr:
+    """`(k)x1`, `3x(k)`: a size whose axes are expressions (width first)."""
+
+    dims: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@node
+class Range:
+    """`a:b`: the half-open range a..b-1 (a channel range for `slice`)."""
+
+    start: Expr
+    stop: Expr
+    span: Span = _span()
+
+
+@node
 class Tuple:
     """`(0.485, 0.456, 0.406)`."""
 
@@ -84,7 +112,7 @@ class Str:
     span: Span = _span()
 
 
-Value = Expr | DepthDims | Size | Tuple | Str
+Value = Expr | DepthDims | Size | SizeExpr | Range | Tuple | Str
 
 
 @node
@@ -130,7 +158,7 @@ class Residual:
 
 @node
 class Branches:
-    """`concat { a | b }` or `add { a | b }`: parallel branches on the same input."""
+    """`concat { a | b }`, `add { a | b }` or `mul { a | b }`: parallel branches on the same input."""
 
     kind: str
     branches: tuple[Chain, ...]
@@ -140,7 +168,7 @@ class Branches:
 
 @node
 class MergeRef:
-    """`concat NAME` / `add NAME`: merge the current tensor with a saved one."""
+    """`concat NAME` / `add NAME` / `mul NAME`: merge the current tensor with a saved one."""
 
     kind: str
     ref: str
@@ -156,8 +184,11 @@ class Save:
 
 @node
 class Repeat:
+    """`repeat N [as i] { body }`: the body N times; `i` (0-based) is usable in its expressions."""
+
     count: Expr
     body: Chain
+    index: str | None = None
     span: Span = _span()
 
 

@@ -36,6 +36,7 @@ _TOKEN_WORDS = {
     "VBAR": "`|`",
     "STAR": "`*`",
     "SLASH": "`/`",
+    "DSLASH": "`//`",
     "PLUS": "`+`",
     "MINUS": "`-`",
     "$END": "end of input",
@@ -44,6 +45,10 @@ _TOKEN_WORDS = {
     "PROJECT": "`project`",
     "CONCAT": "`concat`",
     "ADD": "`add`",
+    "MUL": "`mul`",
+    "COLON": "`:`",
+    "XSIZE": "`x` and a number",
+    "XJOIN": "`x(`",
     "SAVE": "`save`",
     "REPEAT": "`repeat`",
     "NETWORK": "`network`",
@@ -109,21 +114,46 @@ class _ToAst(Transformer):
 
     def _bin(op):  # a factory used in the class body
         def rule(self, meta, c):
-            return ast.BinOp(op=op, left=c[0], right=c[1], span=_span(meta))
+            return ast.BinOp(op=op, left=c[0], right=c[-1], span=_span(meta))
 
         return rule
 
-    add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
+    add, sub, mul, div, floordiv = _bin("+"), _bin("-"), _bin("*"), _bin("/"), _bin("//")
 
     def neg(self, meta, c):
         return ast.Neg(operand=c[0], span=_span(meta))
 
+    def func(self, meta, c):
+        args, kwargs = [], []
+        for a in c[1:]:
+            if isinstance(a, tuple):
+                kwargs.append(a)
+            elif a is not None:
+                args.append(a)
+        return ast.Func(name=str(c[0])[:-1], args=tuple(args), kwargs=tuple(kwargs), span=_span(meta))
+
     # values
+    def size_part(self, meta, c):
+        (tok,) = c
+        return tuple(ast.Num(value=_fraction(v, _span(tok)), text=v) for v in str(tok).strip("x").split("x"))
+
+    def dimjoin(self, meta, c):
+        return (c[1],)
+
     def dims(self, meta, c):
-        (d,) = c
-        if isinstance(d, Token):
-            return tuple(ast.Num(value=_fraction(v, _span(d)), text=v) for v in str(d).split("x"))
-        return (d,)
+        out: list[ast.Expr] = []
+        for part in c:
+            out.extend(part if isinstance(part, tuple) else (part,))
+        return tuple(out)
+
+    def size_expr(self, meta, c):
+        dims = self.dims(meta, c)
+        if all(isinstance(d, ast.Num) and d.value.denominator == 1 for d in dims):
+            return ast.Size(dims=tuple(int(d.value) for d in dims), span=_span(meta))  # `3x(4)` is `3x4`
+        return ast.SizeExpr(dims=dims, span=_span(meta))
+
+    def range(self, meta, c):
+        return ast.Range(start=c[0], stop=c[1], span=_span(meta))
 
     def depth_dims(self, meta, c):
         return ast.DepthDims(depth=c[0], dims=c[1], span=_span(meta))
@@ -199,7 +229,8 @@ class _ToAst(Transformer):
         return ast.Save(name=str(c[1]), span=_span(meta))
 
     def repeat(self, meta, c):
-        return ast.Repeat(count=c[1], body=c[2], span=_span(meta))
+        index = str(c[2]) if len(c) == 4 else None
+        return ast.Repeat(count=c[1], body=c[-1], index=index, span=_span(meta))
 
     def chain(self, meta, c):
         items = tuple(x for x in c if not isinstance(x, Token))
@@ -225,17 +256,11 @@ class _ToAst(Transformer):
         params = tuple(p for p in c[1:-1] if p is not None)
         return ast.BlockDef(name=str(c[0])[:-1], params=params, body=c[-1], span=_span(meta))
 
-    def scall(self, meta, c):
-        args, kwargs = [], []
-        for a in c[1:]:
-            if isinstance(a, tuple):
-                kwargs.append(a)
-            elif a is not None:
-                args.append(a)
-        return ast.SettingCall(name=str(c[0])[:-1], args=tuple(args), kwargs=tuple(kwargs), span=_span(meta))
-
     def setting(self, meta, c):
-        return ast.Setting(key=str(c[0]), value=c[1], span=_span(meta))
+        v = c[1]
+        if isinstance(v, ast.Func):  # `optimizer = sgd(lr=0.1)`
+            v = ast.SettingCall(name=v.name, args=v.args, kwargs=v.kwargs, span=v.span)
+        return ast.Setting(key=str(c[0]), value=v, span=_span(meta))
 
     def train(self, meta, c):
         return ("train", tuple(c), _span(meta))
@@ -334,12 +359,13 @@ def _check_depth(tree: lark.Tree) -> None:
 
 
 # Layer-start and declaration tokens, as grouped in messages.
-_LAYER_START = {"NAME", "CALLNAME", "RESIDUAL", "CONCAT", "ADD", "SAVE", "REPEAT"}
+_LAYER_START = {"NAME", "CALLNAME", "RESIDUAL", "CONCAT", "ADD", "MUL", "SAVE", "REPEAT"}
 _DECLS = {"$END", "NETWORK", "INPUT", "BLOCK", "TRAIN"}
-_VALUE_START = {"LPAR", "MINUS", "NAME", "NUMBER", "SIZE"}
+_VALUE_START = {"LPAR", "MINUS", "NAME", "NUMBER", "SIZE", "CALLNAME"}
 
 
 def _describe_expected(expected: set[str]) -> str:
+    expected = expected - {"XSIZE", "XJOIN"}  # a size's `x1` tail: never what was meant
     if {"NAME", "CALLNAME", "RESIDUAL"} <= expected:
         expected = (expected - _LAYER_START) | {"LAYER"}
     elif "ARROW" in expected and {"NAME", "NUMBER"} <= expected:

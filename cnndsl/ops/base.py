@@ -64,13 +64,24 @@ class Args:
 
 # --- argument kinds: AST value -> Python value ---------------------------------------------
 Env = dict[str, Fraction]
+EXPRS = (ast.Num, ast.Var, ast.BinOp, ast.Neg, ast.Func)
 
 
 def evaluate(e: ast.Expr, env: Env) -> Fraction:
-    """Evaluate an integer/fraction expression exactly (`c*4`, `1/255`)."""
+    """Evaluate an integer/fraction expression exactly (`c*4`, `1/255`, `make_divisible(c*w, 8)`)."""
     match e:
         case ast.Num(value=v):
             return v
+        case ast.Func(name=name, args=args, kwargs=kwargs):
+            fn = FUNCTIONS.get(name)
+            if fn is None:
+                raise CnnNameError(
+                    f"unknown function `{name}`",
+                    e.span,
+                    hints=did_you_mean(name, FUNCTIONS)
+                    or [f"the functions are {', '.join(f'`{f}`' for f in FUNCTIONS)}; a block call follows `->`"],
+                )
+            return fn.call(e, [evaluate(a, env) for a in args], {k: evaluate(v, env) for k, v in kwargs})
         case ast.Var(name=n):
             if n not in env:
                 known = "the names here are the block's parameters: " + ", ".join(f"`{k}`" for k in env)
@@ -81,9 +92,9 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
             return -evaluate(o, env)
         case ast.BinOp(op=op, left=lhs, right=rhs):
             a, b = evaluate(lhs, env), evaluate(rhs, env)
-            if op == "/" and b == 0:
+            if op in ("/", "//") and b == 0:
                 raise ArgumentError("division by zero", e.span, hints=[f"`{expr_text(rhs)}` is 0 here"])
-            r = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
+            r = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b if op == "/" else Fraction(a // b)
             if abs(r.numerator) > MAX_VALUE or r.denominator > MAX_VALUE:
                 raise ArgumentError(
                     f"`{expr_text(e)}` is out of range",
@@ -95,6 +106,63 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
 
 
 MAX_VALUE = 10**15
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function usable in expressions: `fn(args, kwargs) -> Fraction`, exact."""
+
+    name: str
+    params: tuple[str, ...]  # names; those after `required` are optional
+    required: int
+    fn: Callable[..., Fraction]
+    doc: str
+
+    def call(self, e: ast.Func, args: list[Fraction], kwargs: dict[str, Fraction]) -> Fraction:
+        usage = [f"usage: `{self.name}({', '.join(self.params)})`"]
+        if self.params == ("...",):
+            if kwargs or not args:
+                raise ArgumentError(f"`{self.name}` takes one or more numbers", e.span, hints=usage)
+            return self.fn(*args)
+        if len(args) > len(self.params):
+            raise ArgumentError(f"`{self.name}` takes at most {len(self.params)} arguments, got {len(args)}", e.span, hints=usage)
+        values = dict(zip(self.params, args))
+        for k, v in kwargs.items():
+            if k not in self.params:
+                raise ArgumentError(f"`{self.name}` has no argument `{k}`", e.span, hints=usage)
+            if k in values:
+                raise ArgumentError(f"`{k}` is given twice to `{self.name}`", e.span)
+            values[k] = v
+        missing = [p for p in self.params[: self.required] if p not in values]
+        if missing:
+            raise ArgumentError(f"`{self.name}` needs a value for `{missing[0]}`", e.span, hints=usage)
+        try:
+            return self.fn(**values)
+        except ValueError as err:
+            raise ArgumentError(f"`{expr_text(e)}`: {err}", e.span, hints=usage) from None
+
+
+def make_divisible(v: Fraction, divisor: Fraction, min_value: Fraction | None = None) -> Fraction:
+    """torchvision's `_make_divisible`: `v` rounded to the nearest multiple of `divisor`, at
+    least `min_value` (default `divisor`) and never more than 10% below `v` (in exact arithmetic)."""
+    if divisor.denominator != 1 or divisor < 1:
+        raise ValueError(f"the divisor must be a whole number >= 1, got {fmt_num(divisor)}")
+    lo = divisor if min_value is None else min_value
+    new = max(lo, Fraction(int(v + divisor / 2) // int(divisor) * int(divisor)))
+    return new + divisor if new < Fraction(9, 10) * v else new
+
+
+FUNCTIONS: dict[str, Function] = {
+    f.name: f
+    for f in (
+        Function("make_divisible", ("v", "divisor", "min_value"), 2, make_divisible,
+                 "torchvision's `_make_divisible(v, divisor, min_value=divisor)`: width multipliers"),
+        Function("floor", ("v",), 1, lambda v: Fraction(math.floor(v)), "the largest whole number <= v"),
+        Function("ceil", ("v",), 1, lambda v: Fraction(math.ceil(v)), "the smallest whole number >= v"),
+        Function("min", ("...",), 1, lambda *v: min(v), "the smallest argument"),
+        Function("max", ("...",), 1, lambda *v: max(v), "the largest argument"),
+    )
+}
 
 
 def as_int(v: Fraction, span: Span | None, what: str, expr: ast.Expr | None = None) -> int:
@@ -118,6 +186,8 @@ def expr_text(e: ast.Expr | None) -> str:
             return f"-{expr_text(o)}"
         case ast.BinOp(op=op, left=a, right=b):
             return f"{expr_text(a)}{op}{expr_text(b)}"
+        case ast.Func(name=n, args=args, kwargs=kw):
+            return f"{n}(" + ", ".join([*(expr_text(x) for x in args), *(f"{k}={expr_text(x)}" for k, x in kw)]) + ")"
     return "?"
 
 
@@ -126,6 +196,10 @@ def value_text(v: ast.Value) -> str:
     match v:
         case ast.Size(dims=d):
             return fmt_size(d)
+        case ast.SizeExpr(dims=ds):
+            return "x".join(expr_text(x) if isinstance(x, ast.Num) else f"({expr_text(x)})" for x in ds)
+        case ast.Range(start=a, stop=b):
+            return f"{expr_text(a)}:{expr_text(b)}"
         case ast.DepthDims(depth=d, dims=ds):
             return f"{expr_text(d)}@" + "x".join(expr_text(x) for x in ds)
         case ast.Tuple(items=xs):
@@ -154,7 +228,7 @@ class Kind:
 
 def _int_kind(lo: int = 1) -> Kind:
     def conv(v: ast.Value, env: Env, span: Span) -> int:
-        if not isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+        if not isinstance(v, EXPRS):
             raise ArgumentError(f"expected a whole number, got `{value_text(v)}`", span)
         n = as_int(evaluate(v, env), span, "the value", v)
         if n < lo:
@@ -166,7 +240,7 @@ def _int_kind(lo: int = 1) -> Kind:
 
 def _float_kind(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Kind:
     def conv(v: ast.Value, env: Env, span: Span) -> float:
-        if not isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+        if not isinstance(v, EXPRS):
             raise ArgumentError(f"expected a number, got `{value_text(v)}`", span)
         x = float(evaluate(v, env))
         if lo is not None and x < lo or hi is not None and (x >= hi if hi_open else x > hi):
@@ -183,7 +257,9 @@ def _size_kind(lo: int = 1) -> Kind:
     def conv(v: ast.Value, env: Env, span: Span) -> tuple[int, ...]:
         if isinstance(v, ast.Size):
             dims = v.dims
-        elif isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+        elif isinstance(v, ast.SizeExpr):
+            dims = tuple(as_int(evaluate(d, env), span, "the size", d) for d in v.dims)
+        elif isinstance(v, EXPRS):
             dims = (as_int(evaluate(v, env), span, "the size", v),)
         elif isinstance(v, ast.Tuple) and all(isinstance(i, ast.Num) for i in v.items):
             sizes = "x".join(expr_text(i) for i in v.items)
@@ -228,9 +304,20 @@ def _depth_kernel_conv(v: ast.Value, env: Env, span: Span) -> tuple[int, tuple[i
 def _floats_conv(v: ast.Value, env: Env, span: Span) -> tuple[float, ...]:
     if isinstance(v, ast.Tuple):
         return tuple(float(evaluate(i, env)) for i in v.items)
-    if isinstance(v, (ast.Num, ast.Var, ast.BinOp, ast.Neg)):
+    if isinstance(v, EXPRS):
         return (float(evaluate(v, env)),)
     raise ArgumentError(f"expected a number or a list like `(0.5, 0.5, 0.5)`, got `{value_text(v)}`", span)
+
+
+def _range_conv(v: ast.Value, env: Env, span: Span) -> tuple[int, int]:
+    if not isinstance(v, ast.Range):
+        raise ArgumentError(f"expected a range like `0:16`, got `{value_text(v)}`", span,
+                            hints=["write the first index, `:`, then the end (not included): `0:c/2`"])
+    a = as_int(evaluate(v.start, env), span, "the range start", v.start)
+    b = as_int(evaluate(v.stop, env), span, "the range end", v.stop)
+    if not 0 <= a < b:
+        raise ArgumentError(f"expected a range `a:b` with 0 <= a < b, got {a}:{b}", span)
+    return a, b
 
 
 def _bool_conv(v: ast.Value, env: Env, span: Span) -> bool:
@@ -248,6 +335,7 @@ POSFLOAT = _float_kind(lo=0.0)
 PROB = _float_kind(0.0, 1.0, hi_open=True)
 DEPTH_KERNEL = Kind("filters and kernel like 16@3x3", _depth_kernel_conv, fmt=lambda v: f"{v[0]}@{fmt_size(v[1])}")
 FLOATS = Kind("a number or a list like (0.5, 0.5)", _floats_conv, fmt=lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")")
+RANGE = Kind("a range like 0:16", _range_conv, fmt=lambda r: f"{r[0]}:{r[1]}")
 BOOL = Kind("true or false", _bool_conv, fmt=lambda b: "true" if b else "false")
 
 
@@ -490,6 +578,34 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
             flag = dict(prm.flags).get(v.name, _NO) if isinstance(v, ast.Var) and v.name not in env else _NO
             put(prm, flag if flag is not _NO else convert(prm, v, arg.span), arg.span)  # `pad=same`
             continue
+        head = v.dims[0] if isinstance(v, ast.SizeExpr) else None
+        if isinstance(head, ast.Func) and head.name in shorts and len(head.args) == 1 and not head.kwargs:
+            v = ast.Func(name=head.name, args=(ast.SizeExpr(dims=(head.args[0], *v.dims[1:])),), span=v.span)  # `p(k/2)x0`
+        if isinstance(v, ast.Func) and v.name not in FUNCTIONS:  # `s(k)`: a short option with an expression
+            prm = shorts.get(v.name)
+            if prm is None:
+                missing_arrow = len(v.name) > 2 or v.name in REGISTRY
+                raise CnnNameError(
+                    f"`{op.name}` does not take `{arg.text}`" + (": is an `->` missing before it?" if missing_arrow else ""),
+                    arg.span,
+                    hints=[f"layers and blocks are chained with `->`: `{layer.op} ... -> {arg.text}`"]
+                    if missing_arrow
+                    else did_you_mean(v.name, shorts) + [_accepts(op)],
+                )
+            if len(v.args) != 1 or v.kwargs:
+                raise ArgumentError(
+                    f"`{arg.text}`: a short option takes one expression", arg.span, hints=[f"like `{v.name}(k/2)`"]
+                )
+            put(prm, convert(prm, v.args[0], arg.span), arg.span)
+            continue
+        if isinstance(v, ast.Range) and isinstance(v.start, ast.Var) and v.start.name not in env:
+            prm = by_name.get(v.start.name) or shorts.get(v.start.name)
+            if prm is not None:
+                raise ArgumentError(
+                    f"`{arg.text}`: options are written `name=value`",
+                    arg.span,
+                    hints=[f"write `{prm.name}={expr_text(v.stop)}`"],
+                )
         if isinstance(v, ast.Var) and v.name not in env:
             word = v.name
             if word in flags:

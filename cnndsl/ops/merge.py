@@ -1,7 +1,9 @@
-"""Merges of several tensors: `add` (element-wise sum) and `concat` (along depth).
+"""Merges of several tensors: `add` (element-wise sum), `concat` (along depth) and `mul`
+(element-wise product, broadcasting axes of size 1: a `D@1x1` gate scales a `D@WxH` map).
 
-They are not written as layers but as `add { a | b }`, `concat { a | b }`, `residual {...}`
-and `add NAME` / `concat NAME`; the IR's merge nodes look their rule up here.
+They are not written as layers but as `add { a | b }`, `concat { a | b }`, `mul { a | b }`,
+`residual {...}` and `add NAME` / `concat NAME` / `mul NAME`; the IR's merge nodes look their
+rule up here. Merges count no MACs (torchvision's counts hold only convolutions and dense layers).
 """
 
 from __future__ import annotations
@@ -75,4 +77,43 @@ class Concat(Merge):
         return jnp.concatenate(xs, axis=-1)
 
 
-MERGES: dict[str, Merge] = {"add": Add(), "concat": Concat()}
+class Mul(Merge):
+    """Squeeze-and-excitation is `mul { identity | adaptiveavgpool 1 -> conv q@1x1 -> relu ->
+    conv c@1x1 -> sigmoid }`: the gate's 1x1 broadcasts over the map, at any input size."""
+
+    name = "mul"
+
+    def infer(self, shapes, labels, span, residual=False):
+        rank = shapes[0].rank
+        for s, lab in zip(shapes[1:], labels[1:]):
+            if s.rank != rank:
+                raise ShapeError(
+                    f"mul: {lab} is {s} but {labels[0]} is {shapes[0]}",
+                    span,
+                    notes=_listing(shapes, labels),
+                    hints=["the inputs of `mul` need the same number of spatial axes (a gate is `D@1x1`, not a flat `D`)"],
+                )
+        axes = [(s.depth, *s.spatial) for s in shapes]
+        out = tuple(max(a[i] for a in axes) for i in range(rank + 1))
+        for s, lab, a in zip(shapes, labels, axes):
+            if any(v not in (1, o) for v, o in zip(a, out)):
+                big = next(t for t in shapes if (t.depth, *t.spatial) != a)
+                raise ShapeError(
+                    f"mul: {lab} is {s}, which cannot be broadcast to {Shape(out[0], out[1:])}",
+                    span,
+                    notes=_listing(shapes, labels),
+                    hints=[
+                        f"each depth and size must equal the others' or be 1 (a gate for {big} is "
+                        f"{Shape(big.depth, (1,) * rank)}: `adaptiveavgpool 1` keeps the axes)"
+                    ],
+                )
+        return Shape(out[0], out[1:])
+
+    def apply(self, xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+MERGES: dict[str, Merge] = {"add": Add(), "concat": Concat(), "mul": Mul()}

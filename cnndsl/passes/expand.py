@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from .. import ast, ir
 from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, ShapeError, did_you_mean
-from ..ops.base import FOREIGN_NAMES, REGISTRY, Env, as_int, bind, evaluate, fmt_num, lookup
+from ..ops.base import FOREIGN_NAMES, FUNCTIONS, REGISTRY, Env, as_int, bind, evaluate, expr_text, fmt_num, lookup
 from ..shape import Shape
 
 
@@ -88,9 +88,15 @@ class _Expander:
                 n = as_int(evaluate(it.count, env), it.count.span, "the repeat count", it.count)
                 if n < 0:
                     raise ArgumentError(f"repeat count must be >= 0, got {n}", it.count.span)
+                if it.index is not None and it.index in env:
+                    raise CnnNameError(
+                        f"`repeat {expr_text(it.count)} as {it.index}`: `{it.index}` is already a name here",
+                        it.span,
+                        hints=["choose another name for the repeat index"],
+                    )
                 out: list[ir.Node] = []
                 for i in range(n):
-                    body = self.chain(it.body, env, scope)
+                    body = self.chain(it.body, env if it.index is None else {**env, it.index: Fraction(i)}, scope)
                     if i == 0 and n * sum(1 for _ in ir.layers(body)) > MAX_LAYERS:
                         raise ArgumentError(
                             f"`repeat {n}` would make more than {MAX_LAYERS:,} layers",
@@ -240,8 +246,12 @@ def _has_var(v: object, env: Env) -> bool:
             return _has_var(o, env)
         case ast.DepthDims(depth=d, dims=ds):
             return _has_var(d, env) or any(_has_var(x, env) for x in ds)
-        case ast.Tuple(items=xs):
+        case ast.Tuple(items=xs) | ast.SizeExpr(dims=xs):
             return any(_has_var(x, env) for x in xs)
+        case ast.Func(args=xs, kwargs=kw):
+            return any(_has_var(x, env) for x in xs) or any(_has_var(x, env) for _, x in kw)
+        case ast.Range(start=a, stop=b):
+            return _has_var(a, env) or _has_var(b, env)
     return False
 
 
@@ -251,6 +261,14 @@ def _value_text(v: object, env: Env) -> str:
             return f"{fmt_num(evaluate(d, env))}@" + "x".join(fmt_num(evaluate(x, env)) for x in ds)
         case ast.Tuple(items=xs):
             return "(" + ", ".join(fmt_num(evaluate(x, env)) for x in xs) + ")"
+        case ast.SizeExpr(dims=(ast.Func(name=n, args=(x,)), *rest)) if n not in FUNCTIONS:  # `p(k/2)x0`
+            return n + "x".join(_value_text(d, env) for d in (x, *rest))
+        case ast.SizeExpr(dims=xs):
+            return "x".join(fmt_num(evaluate(x, env)) for x in xs)
+        case ast.Range(start=a, stop=b):
+            return f"{fmt_num(evaluate(a, env))}:{fmt_num(evaluate(b, env))}"
+        case ast.Func(name=n, args=(x,)) if n not in FUNCTIONS:  # `s(k)`: the short option `s2`
+            return n + _value_text(x, env)
     return fmt_num(evaluate(v, env))  # type: ignore[arg-type]
 
 

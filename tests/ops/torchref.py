@@ -1,0 +1,57 @@
+"""Shared by the op tests: run a spec with given variables, move weights from torch, and
+compare with a plain `torch.nn` reference on the same input.
+
+Layouts: cnndsl arrays are channels-last `(N, H, W, D)`, torch's `(N, D, H, W)`; conv
+kernels are `(KH, KW, D_in/groups, F)` here and `(F, D_in/groups, KH, KW)` in torch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+import cnndsl
+
+from ..shapecheck import check_against_jax
+
+
+def compiled(text: str) -> cnndsl.Net:
+    net = cnndsl.loads(text)
+    check_against_jax(net)  # IR shapes and parameter counts equal what JAX builds
+    return net
+
+
+def run(net: cnndsl.Net, x_nchw: np.ndarray, variables: dict | None = None, **kw) -> np.ndarray:
+    """`x: (N, D, H, W)` in, `(N, D', H', W')` (or `(N, D')`) out, eval mode unless `train=True`."""
+    fresh, apply = net.functional(jax.random.key(0))
+    v = fresh if variables is None else variables
+    x = jnp.asarray(np.moveaxis(x_nchw, 1, -1), jnp.float32)
+    y = apply(v, x, **kw)
+    y = y[0] if isinstance(y, tuple) else y
+    return np.moveaxis(np.asarray(y), -1, 1) if y.ndim > 2 else np.asarray(y)
+
+
+def init(net: cnndsl.Net) -> dict:
+    return jax.tree.map(np.asarray, net.functional(jax.random.key(0))[0])
+
+
+def conv_kernel(w: torch.Tensor) -> np.ndarray:
+    return w.detach().numpy().transpose(2, 3, 1, 0)
+
+
+def torch_out(module: torch.nn.Module, x_nchw: np.ndarray) -> np.ndarray:
+    module.eval()
+    with torch.no_grad():
+        return module(torch.from_numpy(x_nchw)).numpy()
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    """Max absolute difference relative to the reference's largest magnitude."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def rand(*shape: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
