@@ -73,26 +73,60 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
-    from .errors import Source
-    from .fmt import format_module
-    from .parse import parse
+    """Print, check (`--check`: exit 1 if a file would change) or rewrite (`--write`) files in
+    canonical form, comments kept. A file that does not compile gets `compile`'s diagnostic
+    (exit 2) and is left alone: formatting never hides or rewrites a broken network."""
+    from pathlib import Path
+
+    from .compiler import compile_file
+    from .fmt import format_source
 
     status = 0
     for path in args.files:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-            out = format_module(parse(text, path))
+            compile_file(path)  # the whole check, shapes included; reads like `compile`
+            text = Path(path).read_text(encoding="utf-8")
+            out = format_source(text, path)
         except CnnError as e:
-            print(e.with_source(Source("", path)).render(), file=sys.stderr)
+            print(e.render(), file=sys.stderr)
             status = EXIT_USER
             continue
         except OSError as e:
             print(f"{path}: error: cannot read: {e.strerror}", file=sys.stderr)
             status = EXIT_USER
             continue
-        sys.stdout.write(out)
+        if args.check:
+            if out != text:
+                print(f"would reformat {path}", file=sys.stderr)
+                status = status or 1
+        elif args.write:
+            if out != text:
+                _replace_text(Path(path), out)
+                print(f"reformatted {path}", file=sys.stderr)
+        else:
+            sys.stdout.write(out)
     return status
+
+
+def _replace_text(path: object, text: str) -> None:
+    """Write `text` over `path` at once (temp file beside it, fsync, `os.replace`), keeping its
+    permissions: an interrupted `fmt --write` leaves the old file or the new, never half."""
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)  # type: ignore[arg-type]
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, os.stat(p).st_mode & 0o7777)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -109,8 +143,11 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=1, metavar="N", help="batch size for --xla (default 1)")
     c.set_defaults(func=cmd_compile)
 
-    f = sub.add_parser("fmt", help="print a file as canonical .cnn text")
+    f = sub.add_parser("fmt", help="print a file as canonical .cnn text, comments kept")
     f.add_argument("files", nargs="+", metavar="FILE")
+    how = f.add_mutually_exclusive_group()
+    how.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would be reformatted")
+    how.add_argument("--write", action="store_true", help="rewrite the files that change, in place")
     f.set_defaults(func=cmd_fmt)
 
     for module in _EXTRA_COMMANDS:
@@ -119,7 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 # Modules that add sub-commands through `register(subparsers)`; imported lazily per run.
-_EXTRA_COMMANDS: tuple[str, ...] = ("cnndsl.train_cli", "cnndsl.export_cli")
+_EXTRA_COMMANDS: tuple[str, ...] = ("cnndsl.train_cli", "cnndsl.export_cli", "cnndsl.weights_cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from . import ast
 
-_PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
 
 
 def expr(e: ast.Expr, parent: int = 0, right: bool = False, *, spaced: bool = False) -> str:
@@ -54,7 +54,7 @@ def _dims(ds: tuple[ast.Expr, ...]) -> str:
     if len(ds) == 1:
         return expr(ds[0], 3)
     # `(k)x1`: an axis that is not a plain number is parenthesised (`kx1` would be a name)
-    return "x".join(expr(d) if isinstance(d, ast.Num) and d.value.denominator == 1 else f"({expr(d)})" for d in ds)
+    return "x".join(expr(d) if isinstance(d, ast.Func) or isinstance(d, ast.Num) and d.value.denominator == 1 else f"({expr(d)})" for d in ds)
 
 
 def value(v: ast.Value) -> str:
@@ -338,6 +338,8 @@ class _Layout:
         for k in range(len(out_lines) + 1):
             code = out_lines[k] if k < len(out_lines) else None
             indent = re.match(r"\s*", code).group() if code is not None else ""
+            if code is not None and code.lstrip().startswith("}"):
+                indent += "  "  # a comment at the end of a body stays inside it
             for c in leading.get(k, ()):
                 emit(indent + c.text, c.line)
             if code is None:
@@ -350,7 +352,10 @@ class _Layout:
                 source_line = None
             if k in trailing:
                 cs = trailing[k]
-                width = max(cs[0].column - 1, len(code) + 2)
+                # the column the comment was written at, where the code before it is unchanged
+                written = self.lines[cs[0].line - 1][: cs[0].column - 1]
+                width = len(written) if written.rstrip() == code.rstrip() else len(code) + 2
+                width = max(width, len(code) + 2)
                 code = code.ljust(width) + "  ".join(c.text for c in cs)
             emit(code, source_line)
         return "\n".join(result) + "\n"
