@@ -42,7 +42,9 @@ def expr(e: ast.Expr, parent: int = 0, right: bool = False, *, spaced: bool = Fa
             p = _PREC[op]
             sep = f" {op} " if spaced and p == 1 else op
             s = f"{expr(a, p, spaced=spaced)}{sep}{expr(b, p, right=True, spaced=spaced)}"
-            return f"({s})" if p < parent or (right and p == parent) else s
+            if p < parent or (right and p == parent):  # blanks are safe inside parentheses
+                return f"({expr(e, spaced=True)})" if not spaced else f"({s})"
+            return s
         case ast.Func(name=n, args=args, kwargs=kw):
             return f"{n}(" + ", ".join([*(expr(a) for a in args), *(f"{k}={expr(a)}" for k, a in kw)]) + ")"
     raise AssertionError(e)
