@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import FLOAT, ApplyCtx, Args, Op, P, ShapeCtx, register
+from .base import FLOAT, ApplyCtx, Args, Op, P, ShapeCtx, choice, register
 
 
 def _simple(name: str, doc: str, fn: str, aliases: tuple[str, ...] = ()) -> type[Op]:
@@ -23,8 +23,8 @@ def _simple(name: str, doc: str, fn: str, aliases: tuple[str, ...] = ()) -> type
 
 _simple("relu", "max(x, 0)", "relu")
 _simple("relu6", "min(max(x, 0), 6)", "relu6")
-_simple("gelu", "Gaussian error linear unit (tanh approximation, as Flax)", "gelu")
 _simple("silu", "x * sigmoid(x) (swish)", "silu")
+_simple("softplus", "log(1 + exp(x)) (PyTorch `Softplus`, beta 1)", "softplus")
 _simple("sigmoid", "1 / (1 + exp(-x))", "sigmoid")
 _simple("tanh", "hyperbolic tangent", "tanh")
 _simple("softmax", "softmax over the depth axis", "softmax")
@@ -98,3 +98,50 @@ class Glu(Op):
         import jax
 
         return jax.nn.glu(x, axis=-1)
+
+
+@register
+class Gelu(Op):
+    name = "gelu"
+    doc = "x * Phi(x), Phi the normal CDF (exact, with erf, as PyTorch); `gelu tanh`: the tanh approximation"
+    example = "gelu tanh"
+    params = (P("approximate", choice("erf", "tanh"), "erf", positional=True),)
+
+    def apply(self, a, p, x, ctx):
+        import jax
+
+        return jax.nn.gelu(x, approximate=a.approximate == "tanh")
+
+
+@register
+class HardSigmoid(Op):
+    name = "hardsigmoid"
+    doc = "relu6(x + 3) / 6 (PyTorch `Hardsigmoid`)"
+
+    def apply(self, a, p, x, ctx):
+        import jax
+
+        return jax.nn.relu6(x + 3.0) / 6.0
+
+
+@register
+class HardSwish(Op):
+    name = "hardswish"
+    doc = "x * relu6(x + 3) / 6 (PyTorch `Hardswish`, MobileNetV3)"
+
+    def apply(self, a, p, x, ctx):
+        import jax
+
+        return x * jax.nn.relu6(x + 3.0) / 6.0
+
+
+@register
+class Mish(Op):
+    name = "mish"
+    doc = "x * tanh(softplus(x)) (PyTorch `Mish`)"
+
+    def apply(self, a, p, x, ctx):
+        import jax
+        import jax.numpy as jnp
+
+        return x * jnp.tanh(jax.nn.softplus(x))
