@@ -35,6 +35,11 @@ def register(sub: Any) -> None:
     )
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--onnx", metavar="OUT.onnx", help="an ONNX model (opset 17, inference mode)")
+    out.add_argument(
+        "--torch",
+        metavar="OUT.safetensors",
+        help="a PyTorch state dict (safetensors; torchvision's key names for zoo networks)",
+    )
     onnx = p.add_argument_group("ONNX")
     size = onnx.add_mutually_exclusive_group()
     size.add_argument("--batch", type=int, default=1, metavar="N", help="a fixed batch size (default 1)")
@@ -86,4 +91,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"wrote {args.onnx}: {net.name}, ONNX opset {model.opset_import[0].version}, {len(model.graph.node)} nodes, "
             f"{size:.1f} MiB, {origin}; input `input` {tuple(shape)} float32 ({args.layout})"
         )
+    if args.torch:
+        from .interop.export import export_torch
+
+        print(export_torch(net, args.weights, args.torch, which=args.which))
     return 0

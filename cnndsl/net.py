@@ -149,6 +149,15 @@ class Net:
 
         return init_variables(self.ir, key)
 
+
+    def load_state_dict(self, sd_or_path: Any, **options: Any) -> dict:
+        """Variables from PyTorch weights: a `.safetensors`/`.pth` path, a state dict (name ->
+        tensor) or a `torch.nn.Module`, mapped by execution order and shape. `options` are
+        `cnndsl.interop.import_state_dict`'s (`map`, `ignore`, `new`); call that for the report."""
+        from .interop import import_state_dict
+
+        return import_state_dict(self, sd_or_path, **options)[0]
+
     def __repr__(self) -> str:
         return f"<Net {self.name}: {self.input} -> {self.output}, {self.params['total']:,} params>"
 

@@ -88,6 +88,8 @@ def register(sub: Any) -> None:
     _spec_change_arg(p)
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--resize", type=int, metavar="N", help="resize the short side to N first (bilinear), as torchvision")
+    p.add_argument("--crop", type=int, metavar="M", help="then centre-crop M x M (torchvision's eval transform)")
     _inference_args(p)
     p.set_defaults(func=cmd_predict)
 
@@ -175,16 +177,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .net import load
     from .training.evaluation import predict
 
+    net, images, tmp = load(args.spec), args.images, None
+    if args.resize is not None or args.crop is not None:  # torchvision's eval transform, as lossless PNGs
+        from .interop.preprocess import transformed_files
+
+        tmp, images = transformed_files(images, args.resize, args.crop, channels=net.input.depth, size=net.input.spatial)
     preds = predict(
-        load(args.spec),
+        net,
         args.weights,
-        args.images,
+        images,
         top=args.top,
         which=args.which,
         fold=args.fold,
         dtype=args.dtype,
         allow_changed_spec=args.allow_changed_spec,
     )
+    if tmp is not None:
+        tmp.cleanup()
+        preds = [type(p)(str(orig), p.top) for p, orig in zip(preds, args.images, strict=True)]
     if args.json:
         doc = [
             {"image": p.path, "top": [{"class": i, "name": n, "probability": q} for i, n, q in p.top]} for p in preds

@@ -28,7 +28,7 @@ PICKLES = (".pth", ".pt", ".bin", ".ckpt")
 WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "module")
 ORDER_KEY = "cnndsl.order"  # safetensors metadata: the keys in execution order (JSON list)
 CONVERT = (
-    "python -c \"import torch; from safetensors.torch import save_file; "
+    'python -c "import torch; from safetensors.torch import save_file; '
     "save_file(torch.load('FILE.pth', weights_only=True), 'FILE.safetensors')\""
 )
 
@@ -122,7 +122,7 @@ def _read_pickle(p: Path) -> StateDict:
         ) from None
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=_zipfile(p))
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+    except Exception as e:  # noqa: BLE001  (torch raises UnpicklingError, RuntimeError, EOFError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"`{p}` cannot be read as tensors: {first}",

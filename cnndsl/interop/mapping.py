@@ -86,10 +86,15 @@ class ImportReport:
         return {
             "source": self.source,
             "tensors": [
-                {"torch": r.torch_key, "cnndsl": r.path, "torch_shape": list(r.torch_shape), "shape": list(r.shape),
-                 "transform": r.transform}
+                {
+                    "torch": r.torch_key,
+                    "cnndsl": r.path,
+                    "torch_shape": list(r.torch_shape),
+                    "shape": list(r.shape),
+                    "transform": r.transform,
+                }
                 for r in self.rows
-            ],  # fmt: skip
+            ],
             "left_out": [{"torch": k, "why": why} for k, why in self.ignored],
             "new": list(self.new),
             "modules": self.modules,
@@ -348,26 +353,33 @@ def _matching_layers(by_layer: dict[str, Slot], patterns: Sequence[str]) -> set[
     return chosen
 
 
+MAX_ROWS = 40  # rows of the side-by-side listing in an error
+
+
 def _mismatch(network: str, path: str, unmatched: list[Slot], extra: list[_Module], wanted: list[Slot]) -> DataError:
     left = [f"{s.layer} ({s.op}{', ' + s.at if s.at else ''}): {s.describe()}" for s in unmatched]
     right = [f"{m.prefix or '(top level)'}: {m.describe()}" for m in extra]
     w = max([len(x) for x in left] + [len("cnndsl layers with no torch module")])
     lines = [f"{'cnndsl layers with no torch module':<{w}} | torch modules with no cnndsl layer"]
     lines += [f"{'-' * w}-+-{'-' * 36}"]
-    for i in range(max(len(left), len(right))):
+    rows = max(len(left), len(right))
+    for i in range(min(rows, MAX_ROWS)):
         a = left[i] if i < len(left) else ""
         b = right[i] if i < len(right) else ""
         lines.append(f"{a:<{w}} | {b}".rstrip())
+    if rows > MAX_ROWS:
+        more = f"and {max(len(left) - MAX_ROWS, 0)} more"
+        lines.append(f"{more:<{w}} | and {max(len(right) - MAX_ROWS, 0)} more")
     hints = []
-    heads = [s for s in unmatched if s.op == "dense"] and [m for m in extra if "weight" in m.tensors]
-    if heads:
+    few = len(unmatched) <= 2 and len(extra) <= 2
+    if few and any(s.op == "dense" for s in unmatched) and any(len(m.tensors.get("weight", ())) for m in extra):
         hints.append("a different head (`dense K` for another number of classes)? import into the spec the "
                      "weights were trained with, then fine-tune a copy with `train --init` (docs/training.md), "
                      "or keep the layer new: `--new LAYER --ignore 'TORCH.*'`")  # fmt: skip
     if extra and not unmatched:
         hints.append("tensors this network has no place for (auxiliary heads?): leave them out with "
                      f"`--ignore '{extra[0].prefix}.*'`")  # fmt: skip
-    hints.append("pair modules yourself with `--map FILE` (JSON: {\"torch module\": \"cnndsl layer\"})")
+    hints.append('pair modules yourself with `--map FILE` (JSON: {"torch module": "cnndsl layer"})')
     return DataError(
         f"the tensors of `{path}` do not fit `{network}`: {len(unmatched)} of {len(wanted)} layers found no "
         f"torch module, {len(extra)} torch module{'s' * (len(extra) != 1)} found no layer",

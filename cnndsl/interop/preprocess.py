@@ -40,8 +40,8 @@ def resize_crop(image: object, resize: int | None, crop: int | None) -> object:
                 f"cannot centre-crop {crop}x{crop} from an image of {w}x{h}",
                 hints=[f"resize first: `--resize {crop * 256 // 224}` (short side), or crop less"],
             )
-        top = int(round((h - crop) / 2.0))
-        left = int(round((w - crop) / 2.0))
+        top = round((h - crop) / 2.0)
+        left = round((w - crop) / 2.0)
         img = img.crop((left, top, left + crop, top + crop))  # type: ignore[attr-defined]
     return img
 
