@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import warnings
+import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +30,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import DataError, did_you_mean
+from .passes.memory import ENV as MEMORY_ENV
+from .passes.memory import format_bytes, memory_limit
 from .shape import Shape
 
 NormalizeKind = Literal["none", "0-1", "standardize"]
@@ -47,6 +51,12 @@ FASHION_CLASSES = (
     "Ankle boot",
 )
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+# Images larger than this are refused from their header, before decoding (8192 x 8192 is 64
+# Mpx: 192 MiB as RGB, far beyond any network input; a decompression bomb claims billions).
+MAX_IMAGE_PIXELS = 8192 * 8192
+# Class indices are stored as int32, and every class gets a name: bound both.
+LABEL_MAX = 2**31 - 1
+MAX_CLASSES = 1 << 20
 # Held-out test examples are drawn with a fixed seed, so every run of every seed is scored on
 # the same test set; the validation split follows the run's seed.
 TEST_SPLIT_SEED = 20240
@@ -157,6 +167,7 @@ def load_dataset(
         fit["train"], y["train"] = fit["train"][keep], y["train"][keep]
     if len(fit["train"]) == 0:
         raise DataError(f"`{spec}` leaves no training examples", hints=["use a smaller val_fraction or test_fraction"])
+    warn_if_one_class(y["train"], spec, raw.class_names)
     norm = _normalization(normalize, fit["train"])
     xs = {k: _flatten_for(norm.apply(v), input_shape) for k, v in fit.items()}
     return Dataset(
@@ -170,6 +181,25 @@ def load_dataset(
         class_names=raw.class_names,
         normalization=norm,
         source=spec,
+    )
+
+
+class DataWarning(UserWarning):
+    """Data that loads and trains, but probably not as meant (a single class)."""
+
+
+def warn_if_one_class(y: np.ndarray, source: str, class_names: Sequence[str] = ()) -> None:
+    """Warn (`DataWarning`) when every training label `y: (N,)` is the same class: the
+    network would learn to give that answer whatever the input, at 100% accuracy."""
+    if y.ndim != 1 or y.size == 0 or (y != y[0]).any():
+        return
+    c = int(y[0])
+    name = f" (`{class_names[c]}`)" if c < len(class_names) and class_names[c] != str(c) else ""
+    warnings.warn(
+        f"every training example of `{source}` is of class {c}{name}: the network can only learn "
+        "to always answer it (check the labels, the `classes` setting or the class folders)",
+        DataWarning,
+        stacklevel=3,
     )
 
 
@@ -198,13 +228,15 @@ def check_labels(y: np.ndarray, num_outputs: int, *, what: str = "labels") -> No
         raise DataError(f"{what} must be whole class indices, got {y.dtype} values")
     lo, hi = int(y.min()), int(y.max())
     if lo < 0:
-        raise DataError(f"{what} must not be negative, found {lo}")
+        i = int(np.argmax(y < 0))
+        raise DataError(f"{what} must not be negative, found {lo}", notes=[f"the first is label [{i}]: {int(y[i])}"])
     if hi >= num_outputs:
         bad = int((y >= num_outputs).sum())
         raise DataError(
             f"{what} go up to {hi}, but the network's output has only {num_outputs} units",
             notes=[
                 f"class indices must be 0..{num_outputs - 1}; {bad} of {y.size} {what} are larger",
+                f"the first is label [{int(np.argmax(y >= num_outputs))}]: {int(y[np.argmax(y >= num_outputs)])}",
             ],
             hints=[
                 f"make the last layer {hi + 1} wide (`dense {hi + 1}`)",
@@ -234,6 +266,7 @@ def select_classes(ds: Dataset, classes: Sequence[int]) -> Dataset:
     x_train, y_train = pick(ds.x_train, ds.y_train)
     x_val, y_val = pick(ds.x_val, ds.y_val)
     x_test, y_test = pick(ds.x_test, ds.y_test)
+    warn_if_one_class(y_train, f"{ds.source} (classes {', '.join(map(str, classes))})")
     return replace(
         ds,
         x_train=x_train,
@@ -433,6 +466,7 @@ def _read_digits() -> _Raw:
 
 
 # --- IDX (MNIST, Fashion-MNIST) ----------------------------------------------------------
+IDX_MAGIC = "IDX files start with 00 00, a type code and a rank"
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_FILES = {
     ("train", "x"): "train-images-idx3-ubyte",
@@ -446,30 +480,64 @@ def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (gzip-compressed when its name ends in `.gz`) as a native array.
 
     Header: two zero bytes, a type code (0x08 = uint8, ...), the number of dimensions, then
-    each dimension as a big-endian uint32; the data follows, row-major.
+    each dimension as a big-endian uint32; the data follows, row-major. The header is read
+    first and bounds everything after it: no more than the promised bytes (and one more, to
+    find trailing data) are ever decompressed, and a promise larger than memory is refused
+    before anything is allocated.
     """
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES or head[3] == 0:
+                raise DataError(
+                    f"`{path}` is not an IDX file",
+                    notes=[f"it starts with bytes {head.hex(' ') or '(none)'}; " + IDX_MAGIC],
+                )
+            rank, dtype = head[3], np.dtype(_IDX_TYPES[head[2]])
+            raw_dims = f.read(4 * rank)
+            if len(raw_dims) < 4 * rank:
+                raise DataError(f"`{path}` is truncated: its header is cut short")
+            dims = tuple(int(v) for v in np.frombuffer(raw_dims, ">u4"))
+            want = math.prod(dims) * dtype.itemsize
+            promise = f"{want} bytes of data ({'x'.join(map(str, dims))} {dtype.name})"
+            if path.suffix != ".gz" and (size := path.stat().st_size - 4 - 4 * rank) != want:
+                raise DataError(f"`{path}` is damaged: its header promises {promise}, but it holds {size}")
+            _check_alloc(want, f"`{path}` (its header promises {promise})")
+            data = np.empty(want, np.uint8)
+            got = _read_into(f, memoryview(data))
+            extra = f.read(1) if got == want else b""
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read `{path}`: {e}", notes=["the file is damaged or not gzip-compressed"]) from e
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_TYPES or data[3] == 0:
+    if got != want or extra:
+        holds = f"only {got}" if got != want else "more than that"
+        raise DataError(f"`{path}` is damaged: its header promises {promise}, but it holds {holds}")
+    return data.view(dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_into(f: Any, buf: memoryview) -> int:
+    """Fill `buf` from the file `f` (a gzip stream returns less than asked): bytes read."""
+    got = 0
+    while got < len(buf):
+        n = f.readinto(buf[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _check_alloc(need: int, what: str) -> None:
+    """Refuse to allocate `need` bytes for `what` when they exceed the memory available: a
+    file's header is read before its data, and must not decide a huge allocation on its own."""
+    limit, source = memory_limit()
+    if limit is not None and need > limit:
         raise DataError(
-            f"`{path}` is not an IDX file",
-            notes=[f"it starts with bytes {data[:4].hex(' ')}; IDX files start with 00 00, a type code and a rank"],
+            f"{what} would need {format_bytes(need)} of memory, but {source} is {format_bytes(limit)}",
+            notes=["nothing was allocated; the size comes from the file's own header"],
+            hints=[
+                "the file is damaged, or too large for this machine",
+                f"if you know it fits, set {MEMORY_ENV} to the memory to assume (e.g. `{MEMORY_ENV}=256G`)",
+            ],
         )
-    rank, dtype = data[3], np.dtype(_IDX_TYPES[data[2]])
-    start = 4 + 4 * rank
-    if len(data) < start:
-        raise DataError(f"`{path}` is truncated: its header is cut short")
-    dims = tuple(int(v) for v in np.frombuffer(data, ">u4", rank, 4))
-    want = math.prod(dims) * dtype.itemsize
-    if len(data) - start != want:
-        raise DataError(
-            f"`{path}` is damaged: its header promises {want} bytes of data "
-            f"({'x'.join(map(str, dims))} {dtype.name}), but it holds {len(data) - start}",
-        )
-    return np.frombuffer(data, dtype, offset=start).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -519,7 +587,7 @@ def _read_idx_set(name: str, folder_arg: str | None) -> _Raw:
                 notes=["images must be (N, H, W) or (N, H, W, D), labels (N,)"],
             )
         x[split] = images if images.ndim == 4 else images[..., None]
-        y[split] = labels.astype(np.int32)
+        y[split] = class_indices(labels, f"`{spec}`: {split} labels")
     names = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(i) for i in range(10))
     return _Raw(x, y, names)
 
@@ -528,14 +596,7 @@ def _read_idx_set(name: str, folder_arg: str | None) -> _Raw:
 def _read_npz(path: Path) -> _Raw:
     if not path.is_file():
         raise DataError(f"no file `{path}`", notes=[f"looked for `{path.absolute()}`"])
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(
-            f"cannot read `{path}`: {e}",
-            notes=["arrays must be plain numbers (object arrays need pickle, which is never used)"],
-        ) from e
+    arrays = _load_npz_arrays(path)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         splits = ["train", "test"] + (["val"] if {"x_val", "y_val"} <= arrays.keys() else [])
         keys = {s: (f"x_{s}", f"y_{s}") for s in splits}
@@ -562,6 +623,62 @@ def _read_npz(path: Path) -> _Raw:
     return _Raw(x, y, names or tuple(str(i) for i in range(num_classes)))
 
 
+_NPZ_IS = "an .npz file is a zip archive of .npy arrays and starts with 50 4b (`PK`)"
+_NPZ_HINT = "save the data with `np.savez(path, x=images, y=labels)` (or `x_train, y_train, x_test, y_test`)"
+
+
+def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every `.npy` array in the archive `path`, without pickle. Each member's size is bounded
+    from the zip directory and its `.npy` header (shape and dtype) before its data is read."""
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as f:
+            head = f.read(8)
+        npy = head.startswith(b"\x93NUMPY")
+        raise DataError(
+            f"`{path}` is not an .npz file" + (" but a single .npy array" if npy else ""),
+            notes=[f"it starts with bytes {head.hex(' ') or '(none)'}; " + _NPZ_IS],
+            hints=[_NPZ_HINT],
+        )
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if i.filename.endswith(".npy") and not i.is_dir()]
+            _check_alloc(sum(i.file_size for i in members), f"the arrays of `{path}` (as its zip directory lists them)")
+            for info in members:
+                name = info.filename.removesuffix(".npy")
+                with zf.open(info) as f:
+                    shape, dtype = _npy_header(f, path, name)
+                    room = info.file_size - f.tell()
+                    need = math.prod(shape) * dtype.itemsize
+                    if need != room:
+                        raise DataError(
+                            f"`{path}` is damaged: the header of `{name}` promises {need} bytes "
+                            f"({'x'.join(map(str, shape)) or 'a scalar'} {dtype}), but its member holds {room}"
+                        )
+                    f.seek(0)
+                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as e:
+        raise DataError(f"cannot read `{path}`: {e}", notes=["the file is damaged or not written by numpy"]) from e
+    return arrays
+
+
+def _npy_header(f: Any, path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an `.npy` member promises, read from its header alone."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise DataError(f"cannot read `{path}`: `{name}` is in .npy format version {version}, not 1.0 or 2.0")
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise DataError(
+            f"cannot read `{path}`: `{name}` holds Python objects ({dtype}), which only pickle can load",
+            notes=["cnndsl never unpickles data: arrays must be plain numbers (or strings for class_names)"],
+            hints=[_NPZ_HINT],
+        )
+    return tuple(int(d) for d in shape), dtype
+
+
 def _check_npz_pair(path: Path, xkey: str, x: np.ndarray, ykey: str, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate one split of a `.npz` file: images (N, H, W[, D]) and labels (N,) or (N, K)."""
     where, ywhere = f"`{path}`: `{xkey}`", f"`{path}`: `{ykey}`"
@@ -576,16 +693,57 @@ def _check_npz_pair(path: Path, xkey: str, x: np.ndarray, ykey: str, y: np.ndarr
         )
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         raise DataError(f"{where} holds NaN or infinite values")
-    if len(y) != len(x):
-        raise DataError(f"{where} has {len(x)} images but {ywhere} has {len(y)} labels")
+    if y.ndim == 0 or len(y) != len(x):
+        raise DataError(f"{where} has {len(x)} images but {ywhere} has {len(y) if y.ndim else 'no'} labels")
     if y.ndim not in (1, 2) or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
         raise DataError(f"{ywhere} must be class indices (N,) or 0/1 targets (N, K), got {y.dtype} {y.shape}")
-    if np.issubdtype(y.dtype, np.floating) and not (np.isfinite(y).all() and (y == np.round(y)).all()):
-        raise DataError(f"{ywhere} must hold whole numbers")
-    y = y.astype(np.int32)
-    if y.size and y.min() < 0:
-        raise DataError(f"{ywhere} must not be negative, found {int(y.min())}")
-    return x, y
+    return x, class_indices(y, ywhere)
+
+
+_WRAP = "class indices are stored as int32, and a larger value would wrap around to a wrong class"
+
+
+def class_indices(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels `y: (N,)` (or 0/1 targets `(N, K)`) as int32, checked *before* the cast: whole
+    numbers, not negative, below `MAX_CLASSES` (int64 2**32 + 3 must not wrap to 3, a float
+    1e20 must not become a negative int32). Errors name `where`, the first bad index and value."""
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y)
+        bad[~bad] = y[~bad] != np.round(y[~bad])
+        if bad.any():
+            i = _first(bad)
+            raise DataError(f"{where} must hold whole numbers: label {_index(i)} is {_value(y[i])}")
+    elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+        raise DataError(f"{where} must be class indices, got {y.dtype} values")
+    if y.ndim == 2:
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            i = _first(bad)
+            raise DataError(f"{where} are multi-label targets, which must be 0 or 1: {_index(i)} is {_value(y[i])}")
+        return y.astype(np.int32)
+    if y.size and (neg := y < 0).any():
+        i = _first(neg)
+        raise DataError(f"{where} must not be negative: label {_index(i)} is {_value(y[i])}")
+    if y.size and (big := y >= MAX_CLASSES).any():
+        i = _first(big)
+        raise DataError(
+            f"{where}: label {_index(i)} is {_value(y[i])}, beyond the largest class index {MAX_CLASSES - 1:,}",
+            notes=[f"{int(big.sum())} of {y.size} labels are that large; " + _WRAP],
+            hints=["labels must be class indices 0..C-1: renumber the classes"],
+        )
+    return y.astype(np.int32)
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def _index(i: tuple[int, ...]) -> str:
+    return f"[{', '.join(map(str, i))}]"
+
+
+def _value(v: Any) -> str:
+    return f"{float(v):g}" if isinstance(v, np.floating) else str(v.item() if hasattr(v, "item") else v)
 
 
 # --- image folders -----------------------------------------------------------------------
@@ -617,6 +775,7 @@ def _read_folder(root: Path, input_shape: Shape, *, resize: bool) -> _Raw:
     x: dict[str, np.ndarray] = {}
     y: dict[str, np.ndarray] = {}
     first: tuple[Path, tuple[int, ...]] | None = None
+    total = 0  # bytes decoded so far: the folder's images are all held in memory
     for split, folder in split_dirs.items():
         unknown = [c for c in _subdirs(folder) if c not in classes]
         if unknown:
@@ -639,6 +798,8 @@ def _read_folder(root: Path, input_shape: Shape, *, resize: bool) -> _Raw:
                     )
                 images.append(im)
                 labels.append(label)
+                total += im.nbytes
+                _check_alloc(2 * total, f"the images of `{root}` (stacked, so counted twice)")
         if not images:
             raise DataError(f"the image folder `{folder}` has no images")
         x[split], y[split] = np.stack(images), np.asarray(labels, np.int32)
@@ -666,7 +827,10 @@ def _desc(shape: tuple[int, ...]) -> str:
 
 def _read_image(path: Path, depth: int | None, size: tuple[int, ...] | None) -> np.ndarray:
     """One image as (H, W, D) uint8: grayscale for depth 1, RGB for depth 3, the file's own
-    kind (grayscale or RGB) when `depth` is None. `size` (width, height) resizes it."""
+    kind (grayscale or RGB) when `depth` is None. `size` (width, height) resizes it.
+
+    `Image.open` reads only the header, so the pixel count is checked before decoding:
+    images over `MAX_IMAGE_PIXELS`, and Pillow's decompression bombs, are clear errors."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as e:
@@ -674,7 +838,13 @@ def _read_image(path: Path, depth: int | None, size: tuple[int, ...] | None) -> 
     if depth not in (None, 1, 3):
         raise DataError(f"images have 1 (grayscale) or 3 (RGB) channels; the network's input wants {depth}")
     try:
-        with Image.open(path) as f:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            f = Image.open(path)
+        with f:
+            w, h = f.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise _too_many_pixels(path, f"{w}x{h}", w * h)
             if depth is None:
                 mode = "L" if f.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
             else:
@@ -685,9 +855,20 @@ def _read_image(path: Path, depth: int | None, size: tuple[int, ...] | None) -> 
         a = np.asarray(im, np.uint8)
     except FileNotFoundError as e:
         raise DataError(f"no image `{path}`", notes=[f"looked for `{path.absolute()}`"]) from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _too_many_pixels(path, "", 0, str(e)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise DataError(f"cannot read the image `{path}`: {e}") from e
     return a[..., None] if a.ndim == 2 else a
+
+
+def _too_many_pixels(path: Path, dims: str, pixels: int, why: str = "") -> DataError:
+    said = f"is {dims} ({pixels / 1e6:,.0f} Mpx)" if dims else f"claims too many pixels ({why})"
+    return DataError(
+        f"the image `{path}` {said}: images over {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx are refused before decoding",
+        notes=["a huge size in a small file is a decompression bomb; no network input is that large"],
+        hints=["shrink the image to about the network's input size first"],
+    )
 
 
 # --- batches and augmentation ------------------------------------------------------------

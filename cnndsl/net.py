@@ -10,6 +10,7 @@ JAX is imported only by `build`, `functional` and `forward`.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ class Net:
         """A `flax.nnx.Module` with every layer constructed eagerly (`rngs`: `nnx.Rngs`)."""
         from .backends.jax import build
 
+        self.check_memory()
         return build(self.ir, rngs)
 
     def functional(
@@ -108,7 +110,29 @@ class Net:
         """
         from .backends.jax import functional
 
+        self.check_memory()
         return functional(self.ir, key, lowering=lowering, remat=remat, dtype=dtype)
+
+    def check_memory(self, *, batch: int = 1, train: bool = False, optimizer_slots: int = 0, devices: int = 1) -> None:
+        """Raise `MemoryLimitError` (a `CnnError`) when the network's weights, activations at
+        `batch` and, for training, gradients and `optimizer_slots` optimizer arrays per
+        parameter cannot fit in this machine's memory (see `cnndsl.passes.memory`). `build`
+        and `functional` check batch 1 inference; `train` checks its batch before loading data."""
+        import jax
+
+        from .passes.memory import check_memory, estimate
+
+        est = estimate(self.ir, batch=-(-batch // devices), train=train, optimizer_slots=optimizer_slots)
+        dev = jax.devices()[0]
+        stats = dev.memory_stats() if dev.platform != "cpu" else None
+        limit = stats.get("bytes_limit") if stats else None
+        free = limit - stats.get("bytes_in_use", 0) if limit else None
+        if free is None and devices > 1:  # CPU "devices" share main memory: one replica each
+            est = estimate(self.ir, batch=batch, train=train, optimizer_slots=optimizer_slots)
+            est = dataclasses.replace(
+                est, weights=est.weights * devices, gradients=est.gradients * devices, optimizer=est.optimizer * devices
+            )
+        check_memory(self.ir, est, device_bytes=free, device_name=f"{dev.platform}:{dev.id}")
 
     def autotune(self, batch: int, *, train: bool = True) -> dict[str, str]:
         """`{name: lowering}` for this device at `batch`, measured on the whole network (cached);
@@ -147,6 +171,7 @@ class Net:
     def init(self, key: Any) -> dict:
         from .backends.jax import init_variables
 
+        self.check_memory()
         return init_variables(self.ir, key)
 
 
