@@ -55,3 +55,19 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 
 def rand(*shape: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
     return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
+
+
+def copy_bn(v: dict, path: tuple[str, ...], bn: torch.nn.BatchNorm2d, seed: int) -> None:
+    """Randomise `bn`'s statistics and affine parameters, and copy them into `v` at `path`."""
+    g = torch.Generator().manual_seed(seed)
+    d = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(d, generator=g) * 0.5)
+        bn.running_var.copy_(torch.rand(d, generator=g) + 0.5)
+        bn.weight.copy_(torch.rand(d, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(d, generator=g) * 0.2)
+    at_p, at_s = v["params"], v["batch_stats"]
+    for k in path:
+        at_p, at_s = at_p[k], at_s[k]
+    at_p["scale"], at_p["bias"] = bn.weight.detach().numpy().copy(), bn.bias.detach().numpy().copy()
+    at_s["mean"], at_s["var"] = bn.running_mean.numpy().copy(), bn.running_var.numpy().copy()
