@@ -52,6 +52,7 @@ def _run_tiny(tmp_path: Path, *extra: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_bench_train_tiny_produces_json(tmp_path: Path) -> None:
     data = _run_tiny(tmp_path)
     assert {"benchmark", "machine", "matmul_peak", "config", "results", "notes"} <= set(data)

@@ -90,6 +90,7 @@ conv 8@3x3 p1 nobias -> bn -> relu -> basic(8) -> basic(16, s=2) -> gap -> dense
     np.testing.assert_allclose(forward(folded_ir, fv, x)[0], forward(net.ir, v, x)[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_net_for_inference_and_remat_and_lowerings_agree():
     spec = """
 block unit(c) { residual { conv c@3x3 p1 nobias -> bn -> relu -> conv c@3x3 p1 nobias -> bn } -> relu }
@@ -116,6 +117,7 @@ conv 8@3x3 p1 nobias -> bn -> relu -> unit(8) -> unit(8) -> dropout 0.3 -> gap -
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
     from cnndsl.backends import autotune as at
 
@@ -238,6 +240,7 @@ def test_bfloat16_compute_with_float32_accumulation(impl):
     assert not np.array_equal(np.asarray(got), np.asarray(want))  # it did compute in bf16
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_batchnorm_dot_lowering_equals_xla_reductions():
     """bn's `dot` lowering (per-channel sums as matmuls, hand-written gradient): same output,
     running statistics and gradients (of input, scale and bias) as XLA's reductions."""

@@ -318,6 +318,7 @@ def test_four_devices_match_one(tmp_path: Path) -> None:
         train(net, out=tmp_path / "three", quiet=True, devices=3, overrides={"batch": 32})
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_remat_autotune_and_bfloat16_change_how_not_what(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`remat` and autotuned lowerings train to the same weights (float tolerance); bfloat16
     compute trains too. (Remat applies per block instance, hence the block.)"""
@@ -375,6 +376,7 @@ SOURCE = (
 TARGET = "network Digits59\n" + CONV + "-> layernorm -> dense 5 as head -> softmax"
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_transfer_with_frozen_features_beats_scratch(tmp_path: Path) -> None:
     source = train(cnndsl.loads(SOURCE), out=tmp_path / "src", quiet=True, plot=False)
     assert source.test["acc"] > 0.97
