@@ -51,7 +51,10 @@ def check_supported(net: ir.Network) -> None:
         return
     first = bad[0]
     reason = UNSUPPORTED.get(first.op, "this backend has no emitter for it")
-    others = [f"also `{n.text}` ({n.name}) at {n.span}" for n in bad[1:4]]
+    others = [
+        f"also `{n.text}` ({n.name}) at {n.span}" + "".join(f" in `{s.text}` at {s.span}" for s in n.sites[:1])
+        for n in bad[1:4]
+    ]
     if len(bad) > 4:
         others.append(f"and {len(bad) - 4} more")
     sites = [f"in `{s.text}` at {s.span}" for s in first.sites]
