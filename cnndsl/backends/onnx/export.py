@@ -33,6 +33,7 @@ OPSET = 17  # LayerNormalization and every operator used here exist at 17; ORT >
 IR_VERSION = 8  # the ONNX IR version that goes with opset 17
 INPUT, OUTPUT = "input", "output"
 LAYOUTS = ("nhwc", "nchw")
+PROTOBUF_LIMIT = 2**31 - 1  # bytes in one serialised protobuf message
 
 
 class UnsupportedError(CnnError):
@@ -182,6 +183,14 @@ def export(
     helper.set_model_props(
         model, {"cnndsl.network": net.name, "cnndsl.layout": layout, "cnndsl.source": net.source.path or ""}
     )
+    size = sum(t.ByteSize() for t in g.initializers)
+    if size >= PROTOBUF_LIMIT:
+        raise DataError(
+            f"`{net.name}` has {size / 2**30:.1f} GiB of weights: over the 2 GiB that one ONNX file can hold",
+            net.input_span,
+            source=net.source,
+            hints=["ONNX's external-data format would be needed; cnndsl does not write it yet"],
+        )
     return model
 
 

@@ -152,3 +152,13 @@ def test_cli_export_reports_an_unsupported_layer(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "lenet5.cnn:6:29: error: `maxpool 2` (maxpool1) cannot be exported to ONNX" in err
     assert "^^^" in err and "declared unsupported for this test" in err
+
+
+def test_a_model_over_the_protobuf_limit_is_a_cnn_error(monkeypatch):
+    import importlib
+
+    export_module = importlib.import_module("cnndsl.backends.onnx.export")  # the module, not the function
+    net = cnndsl.load(EXAMPLES / "lenet5.cnn")
+    monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 10_000)
+    with pytest.raises(cnndsl.DataError, match="over the 2 GiB that one ONNX file can hold"):
+        net.to_onnx(net.init(jax.random.key(0)))
