@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import activation, channel, conv, dense, filters, norm, pool, preprocess, resample  # noqa: F401  (registration)
+from . import activation, channel, conv, dense, filters, norm, pool, preprocess, resample, stochastic  # noqa: F401  (registration)
 from .base import REGISTRY, Args, Op, lookup
 from .merge import MERGES
 

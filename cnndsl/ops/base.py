@@ -448,6 +448,10 @@ class Op:
     def window(self, a: Args, x: Shape, y: Shape) -> Window | str:
         return IDENTITY
 
+    # True: draws random numbers in training (`ctx.key`) and is the identity in inference
+    # (`dropout`, `droppath`): the NNX module forks an RNG stream, inference drops the layer
+    random: ClassVar[bool] = False
+
     # True: under a low-precision compute dtype the input and `kernel` are cast to it and
     # the lowering accumulates in `ctx.accumulate` (float32)
     mixed_precision: ClassVar[bool] = False
