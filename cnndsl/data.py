@@ -707,6 +707,12 @@ def class_indices(y: np.ndarray, where: str) -> np.ndarray:
     """Labels `y: (N,)` (or 0/1 targets `(N, K)`) as int32, checked *before* the cast: whole
     numbers, not negative, below `MAX_CLASSES` (int64 2**32 + 3 must not wrap to 3, a float
     1e20 must not become a negative int32). Errors name `where`, the first bad index and value."""
+    if y.ndim == 2 and (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        bad = (y != 0) & (y != 1)  # NaN too
+        if bad.any():
+            i = _first(bad)
+            raise DataError(f"{where} are multi-label targets, which must be 0 or 1: {_index(i)} is {_value(y[i])}")
+        return y.astype(np.int32)
     if np.issubdtype(y.dtype, np.floating):
         bad = ~np.isfinite(y)
         bad[~bad] = y[~bad] != np.round(y[~bad])
@@ -715,12 +721,6 @@ def class_indices(y: np.ndarray, where: str) -> np.ndarray:
             raise DataError(f"{where} must hold whole numbers: label {_index(i)} is {_value(y[i])}")
     elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
         raise DataError(f"{where} must be class indices, got {y.dtype} values")
-    if y.ndim == 2:
-        bad = (y != 0) & (y != 1)
-        if bad.any():
-            i = _first(bad)
-            raise DataError(f"{where} are multi-label targets, which must be 0 or 1: {_index(i)} is {_value(y[i])}")
-        return y.astype(np.int32)
     if y.size and (neg := y < 0).any():
         i = _first(neg)
         raise DataError(f"{where} must not be negative: label {_index(i)} is {_value(y[i])}")

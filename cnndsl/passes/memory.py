@@ -55,6 +55,14 @@ class Estimate:
     slots: int
     biggest: ir.Layer | None
 
+    @property
+    def host(self) -> int:
+        return sum(b for _, b in self.host_parts())
+
+    @property
+    def device(self) -> int:
+        return sum(b for _, b in self.device_parts())
+
     def host_parts(self) -> list[tuple[str, int]]:
         """What the host holds: the drawn weights, the draw's scratch and, for training, a
         copy of the training state."""
