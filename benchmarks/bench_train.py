@@ -7,7 +7,8 @@
 
 Contenders (see `contenders_for`): the hand-written Flax NNX model (`flax_nnx`, the
 baseline of the ratios), plain JAX (`jax_lax`, and `jax_im2col` for LeNet-5) and PyTorch eager
-(`torch_eager`, skipped with a note when torch is not importable). Every contender sees the
+(`torch_eager`, `torch_channels_last` and `torch_compile`, skipped with a note when torch is not
+importable); a closing table sets cnndsl's best against PyTorch's best. Every contender sees the
 same random batch (float32 images, integer labels) and runs the same optimizer
 (`optax.sgd(0.01, momentum=0.9)` / `torch.optim.SGD`). Timing method: benchmarks/harness.py.
 
@@ -84,15 +85,30 @@ def nnx_contender(
     return jax_contender(lambda seed: ref.nnx_apply_fn(make_module(nnx.Rngs(seed))), spec, description)
 
 
-def torch_contender(make_module: Callable[[], Any], spec: ref.ModelSpec, description: str = "") -> Contender:
-    """A contender from a `torch.nn.Module` factory; inputs are NCHW tensors."""
+def torch_contender(
+    make_module: Callable[[], Any],
+    spec: ref.ModelSpec,
+    description: str = "",
+    *,
+    channels_last: bool = False,
+    compiled: bool = False,
+) -> Contender:
+    """A contender from a `torch.nn.Module` factory; inputs are NCHW tensors.
+
+    `channels_last` stores module and input in `torch.channels_last` (NHWC in memory, oneDNN's
+    preferred layout on CPU); `compiled` runs the module through `torch.compile` (inductor)."""
     import torch
 
     def init(batch: int, seed: int) -> tuple[Any, Any, Any]:
         torch.manual_seed(seed)
-        state, fns["train"], fns["infer"] = ref.make_torch_fns(make_module())
+        module = make_module()
         x, y = ref.random_batch(spec, batch, seed)
-        return state, torch.tensor(x.transpose(0, 3, 1, 2)), torch.tensor(y).long()
+        xt = torch.tensor(x.transpose(0, 3, 1, 2))
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        state, fns["train"], fns["infer"] = ref.make_torch_fns(module, compiled=compiled)
+        return state, xt, torch.tensor(y).long()
 
     fns: dict[str, Any] = {}
     return Contender(
@@ -216,6 +232,10 @@ def _builtin_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
                 _lenet_plain(ref.lenet_apply_im2col), spec, "plain JAX, slicing im2col + matmul, reshape-max pool"
             ),
             "torch_eager": lambda: torch_contender(ref.torch_lenet5, spec, "PyTorch eager, torch.nn"),
+            "torch_channels_last": lambda: torch_contender(
+                ref.torch_lenet5, spec, "PyTorch eager, channels_last (NHWC) memory format", channels_last=True
+            ),
+            "torch_compile": lambda: torch_contender(ref.torch_lenet5, spec, "PyTorch torch.compile (inductor)", compiled=True),
             **_cnndsl_contenders(model_name),
         }
     if model_name == "resnet18":
@@ -223,6 +243,10 @@ def _builtin_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
             "flax_nnx": lambda: nnx_contender(lambda rngs: ref.ResNet18(rngs=rngs), spec, "Flax NNX, split once + jax.jit"),
             "jax_lax": lambda: jax_contender(_resnet_plain, spec, "plain JAX, lax.conv_general_dilated"),
             "torch_eager": lambda: torch_contender(ref.torch_resnet18, spec, "PyTorch eager, torch.nn"),
+            "torch_channels_last": lambda: torch_contender(
+                ref.torch_resnet18, spec, "PyTorch eager, channels_last (NHWC) memory format", channels_last=True
+            ),
+            "torch_compile": lambda: torch_contender(ref.torch_resnet18, spec, "PyTorch torch.compile (inductor)", compiled=True),
             **_cnndsl_contenders(model_name),
         }
     raise KeyError(f"unknown model {model_name!r}; known: {sorted(ref.SPECS)}")
@@ -278,6 +302,30 @@ def _torch_missing() -> str | None:
     except ImportError as e:
         return f"torch not importable: {e}"
     return None
+
+
+def versus_best_pytorch(rows: Sequence[harness.Result]) -> str:
+    """A markdown table: per model, batch and mode, cnndsl's best contender against the best
+    PyTorch one (eager NCHW, channels_last or torch.compile, whichever ran fastest here)."""
+    groups: dict[tuple[str, int, str], list[harness.Result]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.batch, r.mode), []).append(r)
+    lines = []
+    for (model, batch, mode), rs in groups.items():
+        ours = [r for r in rs if r.contender.startswith("cnndsl") and r.finite]
+        theirs = [r for r in rs if r.contender.startswith("torch") and r.finite]
+        if not ours or not theirs:
+            continue
+        a = max(ours, key=lambda r: r.images_per_s)
+        b = max(theirs, key=lambda r: r.images_per_s)
+        lines.append(
+            f"| {model} | {batch} | {mode} | {a.contender} {a.images_per_s:,.0f} | {b.contender} "
+            f"{b.images_per_s:,.0f} | {a.images_per_s / b.images_per_s:.2f}x |"
+        )
+    if not lines:
+        return ""
+    head = "| model | batch | mode | best cnndsl (img/s) | best PyTorch (img/s) | cnndsl / PyTorch |\n"
+    return head + "| --- | ---: | --- | --- | --- | ---: |\n" + "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------
@@ -400,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         f"{100 * r.max_other_load:.0f}% of the CPU during kept samples"
                     )
             rows += new
+    gap = versus_best_pytorch(rows)
+    if gap:
+        print("\n" + gap, flush=True)
     for note in dict.fromkeys(notes):
         print("note:", note)
 
@@ -419,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.md:
         with open(args.md, "w", encoding="utf-8") as f:
             f.write(harness.machine_markdown(info, peak) + "\n" + harness.results_markdown(rows, peak["gflops"]))
+            f.write("\n" + gap + "\n" if gap else "")
             f.writelines(f"\n- note: {n}" for n in payload["notes"])
     return payload
 

@@ -581,22 +581,26 @@ def torch_param_count(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def make_torch_fns(module: Any) -> tuple[Any, Callable[[Any, Any, Any], tuple[Any, Any]], Callable[[Any, Any], Any]]:
+def make_torch_fns(
+    module: Any, *, compiled: bool = False
+) -> tuple[Any, Callable[[Any, Any, Any], tuple[Any, Any]], Callable[[Any, Any], Any]]:
     """Train step and inference for a `torch.nn.Module`, written the usual eager way.
 
     Returns `(state, train_step, infer)` with the same signatures as `make_jax_fns`; the state
     `(module, optimizer)` is updated in place. x: (N, C, H, W) float32, y: (N,) int64.
+    `compiled` runs the forward (and so its backward) through `torch.compile` (inductor).
     """
     import torch
     import torch.nn.functional as F
 
     opt = torch.optim.SGD(module.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    forward = torch.compile(module) if compiled else module
 
     def train_step(state: Any, x: Any, y: Any) -> tuple[Any, Any]:
         model, optimizer = state
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(forward(x), y)
         loss.backward()
         optimizer.step()
         return state, loss.detach()
@@ -605,7 +609,7 @@ def make_torch_fns(module: Any) -> tuple[Any, Callable[[Any, Any, Any], tuple[An
         model, _ = state
         model.eval()
         with torch.inference_mode():
-            return model(x)
+            return forward(x)
 
     return (module, opt), train_step, infer
 

@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+TORCH_CONTENDERS = {"torch_eager", "torch_channels_last", "torch_compile"}
 
 RESULT_KEYS = {
     "model", "batch", "mode", "contender", "median_s", "q25_s", "q75_s", "iqr_s",
@@ -69,7 +70,7 @@ def test_bench_train_tiny_produces_json(tmp_path: Path) -> None:
     for model, jax_names in JAX_CONTENDERS.items():
         for mode in ("train", "infer"):
             names = {r["contender"] for r in rows if r["model"] == model and r["mode"] == mode}
-            expected = jax_names | ({"torch_eager"} if HAS_TORCH else set())
+            expected = jax_names | (TORCH_CONTENDERS if HAS_TORCH else set())
             assert names == expected, (model, mode, names)
             base = [r for r in rows if r["model"] == model and r["mode"] == mode and r["contender"] == "flax_nnx"]
             assert base[0]["ratio_vs_baseline"] == pytest.approx(1.0)
