@@ -19,20 +19,25 @@ from cnndsl.cli import main
 from ...conftest import EXAMPLES
 from .parity import TOLERANCE, compare, randomize, rel_diff, session
 
-SLOW_MACS = 100e6  # examples above this (ResNet-18 on CIFAR and up) take over ~5 s here: `slow`
+SLOW_MACS = 100e6  # examples above this (ResNet-18 on CIFAR and up) take over ~5 s here
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.cnn"))
+
+
+def _big(net: cnndsl.Net) -> bool:
+    """ImageNet-size (an axis of 224 or more) or over SLOW_MACS: `slow`, and run at batch 1."""
+    return net.macs > SLOW_MACS or max(net.input.spatial, default=0) >= 224
 
 
 def _example_params():
     for path in EXAMPLE_FILES:
-        slow = cnndsl.load(path).macs > SLOW_MACS
+        slow = _big(cnndsl.load(path))
         yield pytest.param(path, id=path.stem, marks=[pytest.mark.slow] if slow else [])
 
 
 @pytest.mark.parametrize("path", list(_example_params()))
 def test_example_matches_jax(path):
     net = cnndsl.load(path)
-    batch = 1 if net.macs > SLOW_MACS else 2
+    batch = 1 if _big(net) else 2
     diff, _ = compare(net, batch=batch)
     assert diff <= TOLERANCE, f"{path.name}: ONNX differs from JAX by {diff:.2e} (relative)"
 

@@ -26,7 +26,7 @@ def _check(text: str, dynamic: bool) -> None:
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.filter_too_much, HealthCheck.too_slow]}
 
 
-@settings(max_examples=8, **SETTINGS)
+@settings(max_examples=6, **SETTINGS)
 @given(chains(), st.booleans())
 def test_random_networks_match_jax(text, dynamic):
     _check(text, dynamic)
