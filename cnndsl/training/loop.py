@@ -207,6 +207,9 @@ class _Run:
             if opts.dtype not in engine.DTYPES:
                 raise ArgumentError(f"unknown dtype `{opts.dtype}`", hints=[f"use one of {', '.join(engine.DTYPES)}"])
             self.opts = opts
+            # refuse a network too large for this machine before loading data or allocating
+            slots = self.cfg.optimizer_slots()
+            net.check_memory(batch=self.cfg.batch, train=True, optimizer_slots=slots, devices=opts.devices)
             self.ds = self._data(dataset)
         except BaseException:
             self.folder.close()
@@ -401,7 +404,7 @@ class _Run:
             else ""
         )
         c.print(
-            f"data     {escape(ds.source)}: train {len(ds.x_train):,}, val {len(ds.x_val):,}, test {len(ds.x_test):,}"
+            f"data     {ds.source}: train {len(ds.x_train):,}, val {len(ds.x_val):,}, test {len(ds.x_test):,}"
             f" · {ds.num_classes} classes · normalize {norm.kind}{stats} · augment {cfg.describe_augment()}",
             markup=False,
         )

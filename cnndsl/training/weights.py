@@ -130,17 +130,43 @@ def check_run_meta(meta: dict[str, Any], folder: str | Path, net: Net, *, resume
         if key in meta and not check(meta[key]):
             raise fail(key, f"should be {want}, not {_show(meta[key])}")
     if "config" in meta:
-        from .config import TrainConfig
-
-        try:
-            TrainConfig.from_dict(meta["config"])
-        except (TypeError, ValueError, CnnError) as e:
-            raise fail("config", f"is not a training configuration ({e})") from None
+        _check_config(meta["config"], fail)
     if resume and meta["batch"] > meta["steps_per_epoch"]:
         raise fail("batch", f"is {meta['batch']}, past the epoch's {meta['steps_per_epoch']} steps")
     if isinstance(meta.get("normalization"), dict):
         _check_normalization(meta["normalization"], net, fail)
     return meta
+
+
+def _check_config(cfg: dict[str, Any], fail: Any) -> None:
+    """Each saved setting has its default's JSON type (a float may be written as an int)."""
+    import dataclasses
+
+    from .config import TrainConfig
+
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in cfg:
+            continue
+        v, d = cfg[f.name], getattr(defaults, f.name)
+        if d is None:
+            ok = v is None or isinstance(v, (str, int, float, list)) and not isinstance(v, bool)
+        elif isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, int):
+            ok = type(v) is int
+        elif isinstance(d, float):
+            ok = _real(v)
+        elif isinstance(d, str):
+            ok = isinstance(v, str)
+        else:  # tuples: lists, or objects for the keyword arguments
+            ok = isinstance(v, (list, dict))
+        if not ok:
+            raise fail(f"config.{f.name}", f"is not a training configuration value: {_show(v)}")
+    try:
+        TrainConfig.from_dict(cfg)
+    except (TypeError, ValueError, CnnError) as e:
+        raise fail("config", f"is not a training configuration ({e})") from None
 
 
 def _check_normalization(norm: dict[str, Any], net: Net, fail: Any) -> None:
