@@ -69,9 +69,9 @@ def grammar_text() -> str:
 
 @functools.cache
 def _parser() -> lark.Lark:
-    # cache=True keeps the LALR tables in the temp dir (keyed by the grammar's hash): the
-    # build takes ~50 ms, loading ~5 ms, and `cnndsl compile` should start fast.
-    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+    # Built afresh each run (~50 ms), never cached: Lark's `cache=True` unpickles a file in the
+    # shared temp dir that another local user can plant (code execution). Nothing is unpickled.
+    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
 # Numbers beyond this many significant digits (or powers of ten) are refused: larger values
