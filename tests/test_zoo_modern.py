@@ -26,6 +26,11 @@ from .conftest import EXAMPLES
 # torchvision's trainable parameters and conv + dense MACs at its input size (3@224x224;
 # Inception-v3 at 3@299x299, without its auxiliary head).
 TORCHVISION = {
+    "efficientnet_b0": (5_288_548, 385_814_752),
+    "mobilenet_v3_large": (5_483_032, 216_589_760),
+    "mobilenet_v3_small": (2_542_856, 56_510_400),
+    "shufflenet_v2_x1_0": (2_278_604, 144_907_992),
+    "regnet_y_400mf": (4_344_144, 401_842_848),
     "resnext50_32x4d": (25_028_904, 4_230_479_872),
     "wide_resnet50_2": (68_883_240, 11_398_021_120),
     "mnasnet1_0": (4_383_312, 314_415_872),
@@ -132,8 +137,67 @@ def test_the_torch_references_are_torchvision_s_models():
         assert {name: trainable(REFERENCES[name]()) for name in REFERENCE_COUNTS} == REFERENCE_COUNTS
 
 
+def residuals(net: cnndsl.Net) -> list[ir.Merge]:
+    return [n for _, n in ir.walk(net.ir.body) if isinstance(n, ir.Merge) and n.residual]
+
+
+def test_efficientnet_b0_shortcuts_squeeze_and_drop_path_rates():
+    net = load("efficientnet_b0")
+    assert len(residuals(net)) == 16 - 7  # every block but the first of each stage
+    rates = [n.args.rate for n in net.layers() if n.op == "droppath"]
+    assert rates == pytest.approx([0.2 * b / 16 for b in (2, 4, 6, 7, 9, 10, 12, 13, 14)])  # torchvision's sd_prob
+    gates = [n for _, n in ir.walk(net.ir.body) if isinstance(n, ir.Merge) and n.kind == "mul"]
+    assert len(gates) == 16
+    out = outputs(net)
+    assert out["stage5.mbconv1.se1.mul1.branch2.conv1"] == "28@1x1"  # a quarter of the block's input, 112
+    assert [out[f"stage{i}"] for i in (1, 2, 4, 6)] == ["24@56x56", "40@28x28", "112@14x14", "320@7x7"]
+
+
+@pytest.mark.parametrize(("name", "shortcuts", "gates"), [("mobilenet_v3_large", 10, 8), ("mobilenet_v3_small", 6, 9)])
+def test_mobilenet_v3_shortcuts_gates_and_activations(name, shortcuts, gates):
+    net = load(name)
+    assert len(residuals(net)) == shortcuts
+    mul = [n for _, n in ir.walk(net.ir.body) if isinstance(n, ir.Merge) and n.kind == "mul"]
+    assert len(mul) == gates
+    ops = [n.op for n in net.layers()]
+    assert ops.count("hardsigmoid") == gates and "hardswish" in ops and "sigmoid" not in ops
+    assert all(n.args.eps == 0.001 and n.args.momentum == pytest.approx(0.99) for n in net.layers() if n.op == "bn")
+    squeeze = {
+        n.x.depth: n.y.depth for n in net.layers() if n.op == "conv" and n.x.spatial == (1, 1) and n.y.depth < n.x.depth
+    }
+    assert squeeze[72 if name.endswith("large") else 96] == 24  # make_divisible(72 // 4, 8) = 24, (96 // 4) = 24
+    assert squeeze.get(144, 40) == 40  # small: make_divisible(36, 8) = 40
+
+
+def test_shufflenet_v2_splits_and_shuffles_every_unit():
+    net = load("shufflenet_v2_x1_0")
+    ops = [n.op for n in net.layers()]
+    assert ops.count("shuffle") == 4 + 8 + 4 and ops.count("slice") == 2 * (3 + 7 + 3)
+    out = outputs(net)
+    assert [out[f"stage{i}"] for i in (1, 2, 3)] == ["116@28x28", "232@14x14", "464@7x7"]
+    assert out["stage1.unit1.concat1.branch1.slice1"] == "58@28x28"
+
+
+def test_regnet_y_400mf_widths_groups_and_squeeze():
+    net = load("regnet_y_400mf")
+    out = outputs(net)
+    assert [out[f"stage{i}"] for i in (1, 2, 3, 4)] == ["48@56x56", "104@28x28", "208@14x14", "440@7x7"]
+    grouped = [n for n in net.layers() if n.op == "conv" and n.args.groups != 1]
+    assert len(grouped) == 16 and all(n.args.groups * 8 == n.y.depth for n in grouped)  # group width 8
+    assert out["stage2.down1.f1.se1.mul1.branch2.conv1"] == "12@1x1"  # round(0.25 * 48): the block's input
+    assert out["stage2.same1.f1.se1.mul1.branch2.conv1"] == "26@1x1"
+
+
 # --- outputs equal torch's, with copied weights (slow: ImageNet-size models on CPU) ---------
-E2E = ["mnasnet1_0"]
+# the four of issue 12, and three more whose references cost nothing extra
+E2E = [
+    "efficientnet_b0",
+    "mobilenet_v3_large",
+    "shufflenet_v2_x1_0",
+    "mobilenet_v3_small",
+    "regnet_y_400mf",
+    "mnasnet1_0",
+]
 
 
 @pytest.mark.slow

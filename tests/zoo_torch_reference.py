@@ -366,7 +366,10 @@ class ResBottleneckBlock(nn.Module):
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activation((self.proj(x) if self.proj is not None else x) + self.f(x))
+        # torchvision computes `self.proj(x) + self.f(x)`; the sum is the same, and running f
+        # first gives the execution order of the `.cnn` file (body, then `project`)
+        f = self.f(x)
+        return self.activation((self.proj(x) if self.proj is not None else x) + f)
 
 
 def regnet_y_400mf(num_classes: int = 1000) -> nn.Module:
