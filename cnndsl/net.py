@@ -91,9 +91,9 @@ class Net:
     # -- JAX --------------------------------------------------------------------------
     def build(self, rngs: Any = None) -> Any:
         """A `flax.nnx.Module` with every layer constructed eagerly (`rngs`: `nnx.Rngs`)."""
+        self.check_memory()  # before importing the backend: refuse fast
         from .backends.jax import build
 
-        self.check_memory()
         return build(self.ir, rngs)
 
     def functional(
@@ -108,9 +108,9 @@ class Net:
         backward pass instead of storing them; `dtype=jnp.bfloat16` computes convolutions
         and dense layers in bfloat16 with float32 accumulation.
         """
+        self.check_memory()  # before importing the backend: refuse fast
         from .backends.jax import functional
 
-        self.check_memory()
         return functional(self.ir, key, lowering=lowering, remat=remat, dtype=dtype)
 
     def check_memory(self, *, batch: int = 1, train: bool = False, optimizer_slots: int = 0, devices: int = 1) -> None:
@@ -122,16 +122,15 @@ class Net:
 
         from .passes.memory import check_memory, estimate
 
-        est = estimate(self.ir, batch=-(-batch // devices), train=train, optimizer_slots=optimizer_slots)
         dev = jax.devices()[0]
         stats = dev.memory_stats() if dev.platform != "cpu" else None
-        limit = stats.get("bytes_limit") if stats else None
-        free = limit - stats.get("bytes_in_use", 0) if limit else None
-        if free is None and devices > 1:  # CPU "devices" share main memory: one replica each
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0) if stats and "bytes_limit" in stats else None
+        if free is not None:  # each accelerator holds one replica and its share of the batch
+            est = estimate(self.ir, batch=-(-batch // devices), train=train, optimizer_slots=optimizer_slots)
+        else:  # CPU "devices" share main memory: one replica each, the whole batch
             est = estimate(self.ir, batch=batch, train=train, optimizer_slots=optimizer_slots)
-            est = dataclasses.replace(
-                est, weights=est.weights * devices, gradients=est.gradients * devices, optimizer=est.optimizer * devices
-            )
+            k = devices
+            est = dataclasses.replace(est, weights=est.weights * k, gradients=est.gradients * k, optimizer=est.optimizer * k)
         check_memory(self.ir, est, device_bytes=free, device_name=f"{dev.platform}:{dev.id}")
 
     def autotune(self, batch: int, *, train: bool = True) -> dict[str, str]:
@@ -169,9 +168,9 @@ class Net:
         return model
 
     def init(self, key: Any) -> dict:
+        self.check_memory()  # before importing the backend: refuse fast
         from .backends.jax import init_variables
 
-        self.check_memory()
         return init_variables(self.ir, key)
 
 

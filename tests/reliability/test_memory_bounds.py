@@ -134,3 +134,13 @@ def test_device_memory_is_checked_separately() -> None:
 def test_memory_pass_imports_no_jax() -> None:
     code = "import sys, cnndsl.passes.memory, cnndsl.data; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cpu_devices_each_hold_a_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = loads("network W\ninput 1000\ndense 1000\n")  # 1,001,000 weights: 3.8 MiB each copy
+    one = estimate(net.ir, batch=8, train=True, optimizer_slots=2)
+    replicas = 3 * (one.weights + one.gradients + one.optimizer)  # three more devices
+    monkeypatch.setenv(ENV, str(one.host + one.device + replicas // 2))
+    net.check_memory(batch=8, train=True, optimizer_slots=2, devices=1)
+    with pytest.raises(MemoryLimitError, match="training `W` needs about"):
+        net.check_memory(batch=8, train=True, optimizer_slots=2, devices=4)
