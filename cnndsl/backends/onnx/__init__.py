@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .emitters import EMITTERS, UNSUPPORTED
+from .emitters import EMITTERS, MERGE_OPS, UNSUPPORTED
 from .export import (
     INPUT,
     LAYOUTS,
@@ -26,6 +26,7 @@ __all__ = [
     "EMITTERS",
     "INPUT",
     "LAYOUTS",
+    "MERGE_OPS",
     "OPSET",
     "OUTPUT",
     "UNSUPPORTED",

@@ -50,14 +50,27 @@ def silu(e: Emit) -> str:
 
 
 def gelu(e: Emit) -> str:
-    """The tanh approximation, as `jax.nn.gelu`: `x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`
+    """Exact, `x/2 (1 + erf(x/sqrt 2))`; `gelu tanh`: `x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`
     (ONNX's own `Gelu` needs opset 20)."""
     x = e.x
+    if e.a.approximate == "erf":
+        erf = e.node("Erf", [e.node("Mul", [x, e.const("inv_sqrt_2", 1 / math.sqrt(2))])])
+        half = e.node("Mul", [e.node("Add", [erf, e.const("one", 1.0)]), e.const("half", 0.5)])
+        return e.out("Mul", [x, half])
     cube = e.node("Mul", [e.node("Mul", [x, x]), x])
     inner = e.node("Add", [x, e.node("Mul", [cube, e.const("c", 0.044715)])])
     t = e.node("Tanh", [e.node("Mul", [inner, e.const("sqrt_2_over_pi", math.sqrt(2 / math.pi))])])
     half = e.node("Mul", [e.node("Add", [t, e.const("one", 1.0)]), e.const("half", 0.5)])
     return e.out("Mul", [x, half])
+
+
+def hardswish(e: Emit) -> str:
+    return e.out("HardSwish", [e.x])
+
+
+def mish(e: Emit) -> str:
+    """`x * tanh(softplus(x))` (ONNX's own `Mish` needs opset 18)."""
+    return e.out("Mul", [e.x, e.node("Tanh", [e.node("Softplus", [e.x])])])
 
 
 def leakyrelu(e: Emit) -> str:
@@ -128,7 +141,6 @@ def layernorm(e: Emit) -> str:
     return e.out("Add", [y, e.channel("bias", e.var("bias"))])
 
 
-# --- convolutions and dense ------------------------------------------------------------------
 def _bias(e: Emit) -> list[str]:
     return [e.const("bias", e.var("bias"))] if e.has("bias") else []
 
@@ -319,6 +331,19 @@ def flatten(e: Emit) -> str:
     return e.out("Flatten", [x], axis=1)
 
 
+def slice_(e: Emit) -> str:
+    start, stop = e.a.range
+    return e.out("Slice", [e.x, e.ints("starts", [start]), e.ints("ends", [stop]), e.ints("axes", [1])])
+
+
+def shuffle(e: Emit) -> str:
+    """`(N, D, ...)` -> `(N, G, D/G, rest)`, swap the two group axes, back to the IR's shape."""
+    g = e.a.groups
+    x = e.node("Reshape", [e.x, e.ints("grouped", [0, g, e.xs.depth // g, -1])])
+    x = e.node("Transpose", [x], perm=[0, 2, 1, 3])
+    return e.out("Reshape", [x, e.ints("shape", e.static_dims(e.ys))])
+
+
 def upsample(e: Emit) -> str:
     """Nearest neighbour by whole factors, exactly: reshape `(N, D, h, 1, w, 1)`, broadcast to
     `(N, D, h, kh, w, kw)` (`Expand`), merge back to the IR's output size."""
@@ -348,6 +373,10 @@ EMITTERS: dict[str, Emitter] = {
     "softmax": _unary("Softmax", axis=1),
     "logsoftmax": _unary("LogSoftmax", axis=1),
     "identity": identity,
+    "hardsigmoid": _unary("HardSigmoid", alpha=1 / 6, beta=0.5),
+    "hardswish": hardswish,
+    "mish": mish,
+    "softplus": _unary("Softplus"),
     "leakyrelu": leakyrelu,
     "elu": elu,
     "prelu": prelu,
@@ -356,8 +385,11 @@ EMITTERS: dict[str, Emitter] = {
     "dwconv": conv,
     "deconv": deconv,
     "flatten": flatten,
+    "slice": slice_,
+    "shuffle": shuffle,
     "dense": dense,
     "dropout": identity,
+    "droppath": identity,
     "bn": bn,
     "layernorm": layernorm,
     "maxpool": maxpool,
@@ -376,6 +408,10 @@ EMITTERS: dict[str, Emitter] = {
     "adaptivemaxpool": adaptivepool,
     "fracmaxpool": fracmaxpool,
 }
+
+# Merge kinds (`cnndsl.ops.MERGES`) -> the ONNX operator that joins two inputs: `Concat` on the
+# depth axis; `Add` and `Mul` broadcast as the IR does (a `D@1x1` gate is `(N, D, 1, 1)`).
+MERGE_OPS: dict[str, str] = {"add": "Add", "mul": "Mul", "concat": "Concat"}
 
 # op -> why ONNX (opset 17, inference) cannot express it; `export` reports such a layer.
 UNSUPPORTED: dict[str, str] = {}

@@ -26,7 +26,7 @@ from ...errors import ArgumentError, CnnError, DataError
 from ...ops import REGISTRY
 from ...passes.dataflow import Walker
 from .context import Emit
-from .emitters import EMITTERS, UNSUPPORTED
+from .emitters import EMITTERS, MERGE_OPS, UNSUPPORTED
 from .graph import Graph
 
 OPSET = 17  # LayerNormalization and every operator used here exist at 17; ORT >= 1.12 runs it
@@ -113,12 +113,13 @@ class _Emitter(Walker[str]):
 
     def merge(self, n: ir.Merge | ir.MergeRef, xs: list[str], labels: list[str]) -> tuple[Any, str]:
         name = "/".join(n.path)
-        if n.kind == "concat":
+        op = MERGE_OPS[n.kind]  # every kind is in the table (tests/backends/onnx checks)
+        if op == "Concat":
             y = self.g.node("Concat", xs, name, axis=1, doc=f"concat of {len(xs)}")
         else:
             y = xs[0]
             for i, x in enumerate(xs[1:], 1):
-                y = self.g.node("Add", [y, x], name if i == len(xs) - 1 else f"{name}/Add", doc=f"add of {len(xs)}")
+                y = self.g.node(op, [y, x], name if i == len(xs) - 1 else f"{name}/{op}", doc=f"{n.kind} of {len(xs)}")
         self.g.record(y, n.y)
         return n, y
 

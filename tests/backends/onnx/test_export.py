@@ -52,6 +52,7 @@ block unit(c, s=1) {
 }
 unit(4) -> save skip -> unit(6, s=2) -> concat { relu | conv 2@1x1 -> sigmoid | maxpool 3 s1 p1 }
 -> deconv 4@2x2 s2 -> add skip -> residual { conv 4@3x3 p1 } -> concat skip -> dropout 0.5
+-> mul { identity | adaptiveavgpool 1 -> conv 2@1x1 -> relu -> conv 8@1x1 -> sigmoid }
 """
 
 

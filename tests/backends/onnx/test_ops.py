@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 import cnndsl
-from cnndsl.backends.onnx import EMITTERS, UNSUPPORTED, UnsupportedError
-from cnndsl.ops import REGISTRY
+from cnndsl.backends.onnx import EMITTERS, MERGE_OPS, UNSUPPORTED, UnsupportedError
+from cnndsl.ops import MERGES, REGISTRY
 
 from .parity import TOLERANCE, compare
 
@@ -40,6 +40,10 @@ def test_every_op_has_an_emitter_or_is_declared_unsupported():
     assert not missing, f"ops with no ONNX emitter: add them to backends/onnx/emitters.py or UNSUPPORTED: {missing}"
     assert not both, f"ops both emitted and declared unsupported: {both}"
     assert not unknown, f"the ONNX tables name ops the registry does not have: {unknown}"
+
+
+def test_every_merge_kind_has_an_onnx_operator():
+    assert sorted(MERGES) == sorted(MERGE_OPS)
 
 
 def test_every_op_example_has_a_test_input():
