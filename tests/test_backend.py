@@ -51,7 +51,7 @@ def test_compiled_lenet_equals_hand_written_flax():
     x = jax.random.normal(jax.random.key(0), (8, 32, 32, 1))
     np.testing.assert_allclose(model(x), hand(x), rtol=1e-5, atol=1e-6)
     variables, apply = net.functional(jax.random.key(3))
-    variables = {"params": jax.tree.map(lambda v: v[...], nnx.to_pure_dict(nnx.state(model, nnx.Param))["params"])}
+    variables = {"params": jax.tree.map(lambda v: v[...], nnx.to_pure_dict(nnx.state(model, nnx.Param)))}
     np.testing.assert_allclose(jax.jit(apply)(variables, x), hand(x), rtol=1e-5, atol=1e-6)
 
 

@@ -12,6 +12,7 @@ each op's lowering (`Op.apply`); under `jax.jit` nothing of this Python runs per
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -104,23 +105,18 @@ class _Forward(Walker[jax.Array]):
         p: dict[str, Any] = {}
         for coll in COLLECTIONS:
             p.update(_get(self.variables.get(coll, {}), n.path))
-        key = None if self.key is None else jax.random.fold_in(self.key, self.count)
         impl = self.lowering.get(n.name) or self.lowering.get("*")
-        if impl not in REGISTRY[n.op].lowerings:
-            impl = None
         train = self.train and n.path not in self.frozen
-        ctx = ApplyCtx(train=train, key=key, x=n.x, y=n.y, dropout=self.dropout, impl=impl)
-        op = REGISTRY[n.op]
-        if self.dtype is not None and op.mixed_precision:
-            x = x.astype(self.dtype)
-            p = {k: v.astype(self.dtype) if k == "kernel" else v for k, v in p.items()}
-            ctx.accumulate = jnp.float32
-        y = op.apply(n.args, p, x, ctx)
-        for name, value in ctx.updates.items():
+        y, updates = apply_layer(n, p, x, train=train, dropout=self.dropout, key=self._key(), impl=impl, dtype=self.dtype)
+        for name, value in updates.items():
             _put(self.updates, n.path, name, value)
         if self.observe is not None:
             self.observe(n, y)
         return n, y
+
+    def _key(self) -> jax.Array | None:
+        """This layer's key: the call's key folded with the layer's position (same in the NNX tree)."""
+        return None if self.key is None else jax.random.fold_in(self.key, self.count)
 
     def group_body(self, n: ir.Group, x: jax.Array, env: dict) -> tuple[ir.Chain, jax.Array]:
         if not self.remat:
@@ -145,6 +141,28 @@ class _Forward(Walker[jax.Array]):
         if self.observe is not None:
             self.observe(n, y)
         return n, y
+
+
+def apply_layer(
+    n: ir.Layer,
+    p: dict[str, jax.Array],
+    x: jax.Array,
+    *,
+    train: bool,
+    dropout: bool = True,
+    key: jax.Array | None = None,
+    impl: str | None = None,
+    dtype: Any = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One layer's lowering on `x` with its variables `p` (by name): (output, state updates).
+    The functional forward and the NNX module tree both call this, so they cannot drift."""
+    op = REGISTRY[n.op]
+    ctx = ApplyCtx(train=train, key=key, x=n.x, y=n.y, dropout=dropout, impl=impl if impl in op.lowerings else None)
+    if dtype is not None and op.mixed_precision:
+        x = x.astype(dtype)
+        p = {k: v.astype(dtype) if k == "kernel" else v for k, v in p.items()}
+        ctx.accumulate = jnp.float32
+    return op.apply(n.args, p, x, ctx), ctx.updates
 
 
 def final_activation(net: ir.Network) -> ir.Layer | None:
@@ -184,6 +202,14 @@ def forward(
     as Keras does for non-trainable layers: a frozen feature extractor computes the same
     features in training as at test time.
     """
+    _check_input(net, x)
+    skip = final_activation(net) if logits else None
+    walker = _Forward(variables, train, key, skip, dropout, observe, lowering, remat, dtype, frozenset(frozen))
+    _, y = walker.run(net.body, x)
+    return y, walker.updates
+
+
+def _check_input(net: ir.Network, x: jax.Array) -> None:
     want = net.input.array_shape()
     if tuple(x.shape[1:]) != want:
         raise ShapeError(
@@ -191,10 +217,6 @@ def forward(
             net.input_span,
             hints=["arrays are channels-last: `D@WxH` is (N, H, W, D)"],
         ).with_source(net.source)
-    skip = final_activation(net) if logits else None
-    walker = _Forward(variables, train, key, skip, dropout, observe, lowering, remat, dtype, frozenset(frozen))
-    _, y = walker.run(net.body, x)
-    return y, walker.updates
 
 
 def _merge_trees(base: dict, new: dict) -> dict:
@@ -229,69 +251,152 @@ class Fixed(nnx.Variable):
 
 
 _VARIABLE_TYPES = {"params": nnx.Param, "batch_stats": nnx.BatchStat, "fixed": Fixed}
+_COLLECTION_OF = {v: k for k, v in _VARIABLE_TYPES.items()}
 
 
-def _to_nnx(tree: dict, coll: str) -> nnx.Dict:
-    return nnx.Dict({k: _to_nnx(v, coll) if isinstance(v, dict) else _VARIABLE_TYPES[coll](v) for k, v in tree.items()})
+class _Static:
+    """An IR object held as a static attribute, compared by identity (cheap to hash under jit)."""
 
+    __slots__ = ("value",)
 
-def _values(tree: nnx.Dict) -> dict:
-    # Not `tree.items()`: `nnx.tabulate` wraps the methods of every object in the model
-    # (recursing on `items`) and tags each with an `_nnx_tabulate_id` entry.
-    return {k: _values(v) if isinstance(v := tree[k], nnx.Dict) else v[...] for k in tree if not k.startswith("_nnx")}
-
-
-class _Spec:
-    """Holds the IR as a static attribute, compared by identity (cheap to hash under jit)."""
-
-    __slots__ = ("net",)
-
-    def __init__(self, net: ir.Network) -> None:
-        self.net = net
+    def __init__(self, value: object) -> None:
+        self.value = value
 
     def __hash__(self) -> int:
-        return id(self.net)
+        return id(self.value)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Spec) and other.net is self.net
+        return isinstance(other, _Static) and other.value is self.value
+
+    def __repr__(self) -> str:
+        v = self.value
+        return f"`{v.text}` ({v.x} -> {v.y})" if isinstance(v, ir.Layer) else f"<{type(v).__name__} {getattr(v, 'name', '')}>"
+
+
+class Layer(nnx.Module):
+    """One IR layer as an NNX module: its variables are attributes named as in the functional
+    tree (`model.conv1.kernel` is `variables["params"]["conv1"]["kernel"]`). Like Flax's layers
+    it follows `use_running_average` (BN statistics) and `deterministic` (dropout), which
+    `model.train()` / `model.eval()` set on every layer; setting them on one layer freezes it.
+
+    `layer(x, key=k)`: `x` of the layer's input shape (channels-last); `key` for dropout.
+    """
+
+    def __init__(self, node: ir.Layer, variables: dict[str, tuple[str, jax.Array]]) -> None:
+        self.node = _Static(node)
+        self.variable_names = tuple(variables)
+        for name, (coll, value) in variables.items():
+            setattr(self, name, _VARIABLE_TYPES[coll](value))
+        self.use_running_average = False
+        self.deterministic = False
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        n: ir.Layer = self.node.value  # type: ignore[assignment]
+        p = {name: getattr(self, name)[...] for name in self.variable_names}
+        train = not self.use_running_average
+        y, updates = apply_layer(n, p, x, train=train, dropout=train and not self.deterministic, key=key)
+        for name, value in updates.items():
+            getattr(self, name)[...] = value
+        return y
+
+
+@functools.cache
+def _layer_class(op: str) -> type[Layer]:
+    """`Layer` named after the op (`Conv`, `Maxpool`), so summaries such as `nnx.tabulate` say
+    what each layer is."""
+    name = op[:1].upper() + op[1:]
+    return type(name, (Layer,), {"__module__": __name__, "__qualname__": name})
+
+
+class Block(nnx.Module):
+    """A block instance (`stage2`, `stage2.block1`): its layers and nested blocks as attributes."""
+
+
+def _attach(parent: nnx.Module, name: str, child: nnx.Module, where: tuple[str, ...]) -> None:
+    if name in _RESERVED or name.startswith("_"):
+        raise ArgumentError(
+            f"the layer name `{'.'.join(where)}` clashes with an attribute of an NNX module",
+            hints=["rename the layer or block instance with `as NAME`"],
+        )
+    setattr(parent, name, child)
+
+
+class _ModuleForward(_Forward):
+    """The forward walk, each layer computed by its module in the tree (so `nnx.tabulate` sees
+    every layer, and a module put in a layer's place, say a new head, is the one that runs)."""
+
+    def __init__(self, model: Model, key: jax.Array | None, skip: ir.Layer | None) -> None:
+        super().__init__({}, True, key, skip, True)
+        self.model = model
+
+    def layer(self, n: ir.Layer, x: jax.Array) -> tuple[ir.Layer, jax.Array]:
+        self.count += 1
+        if n is self.skip:
+            return n, x
+        m: Any = self.model
+        for part in n.path:
+            m = getattr(m, part)
+        key = self._key() if isinstance(m, Layer) else None
+        return n, m(x) if key is None else m(x, key=key)
 
 
 class Model(nnx.Module):
-    """A Flax NNX module built eagerly from the IR (every shape is already known).
+    """A Flax NNX module tree built eagerly from the IR (every shape is already known).
 
-    Variables live in `model.params`, `model.batch_stats`, `model.fixed` (nested `nnx.Dict`
-    by layer path: `model.params["conv1"]["kernel"]`). Like Flax's own layers the module
-    starts in training mode; `model.eval()` / `model.train()` switch BN and dropout.
+    Every layer is a submodule named by its path, block instances nest: `model.conv1.kernel`,
+    `model.stage2.block1.conv1`, so `nnx.state(model, nnx.Param)` has the paths of the
+    functional `variables["params"]` (and `nnx.BatchStat` those of `"batch_stats"`, `Fixed` those
+    of `"fixed"`). `model.params["conv1"]["kernel"]` (likewise `batch_stats`, `fixed`) is a nested
+    dict of the same `nnx.Variable`s. Like Flax's own layers the module starts in training
+    mode; `model.eval()` / `model.train()` switch BN and dropout in every layer.
     """
 
     def __init__(self, net: ir.Network, *, rngs: nnx.Rngs) -> None:
-        self.spec = _Spec(net)
+        self.spec = _Static(net)
         variables = init_variables(net, rngs.params())
-        for coll in COLLECTIONS:
-            setattr(self, coll, _to_nnx(variables.get(coll, {}), coll))
-        self.rngs = rngs.fork() if any(n.op == "dropout" for n in ir.layers(net.body)) else None
+        for n in ir.layers(net.body):
+            own = {k: (c, v) for c in COLLECTIONS for k, v in _get(variables.get(c, {}), n.path).items()}
+            parent: nnx.Module = self
+            for i, part in enumerate(n.path[:-1]):
+                if not hasattr(parent, part):
+                    _attach(parent, part, Block(), n.path[: i + 1])
+                parent = getattr(parent, part)
+            _attach(parent, n.path[-1], _layer_class(n.op)(n, own), n.path)
+        self.rngs = rngs.fork() if any(n.op == "dropout" or REGISTRY[n.op].random for n in ir.layers(net.body)) else None
         self.use_running_average = False
         self.deterministic = False
 
     def __call__(self, x: jax.Array, *, logits: bool = False) -> jax.Array:
-        """`x: (N, *spatial[::-1], D)` -> the network's output."""
-        train = not self.use_running_average
-        dropout = train and not self.deterministic
+        """`x: (N, *spatial[::-1], D)` -> the network's output (`logits=True`: without a final softmax)."""
+        net: ir.Network = self.spec.value  # type: ignore[assignment]
+        _check_input(net, x)
         key = None
-        if dropout and self.rngs is not None:
+        if self.rngs is not None and not self.use_running_average and not self.deterministic:
             key = self.rngs.dropout() if "dropout" in self.rngs else self.rngs.default()
-        variables = {c: _values(getattr(self, c)) for c in COLLECTIONS}
-        y, updates = forward(self.spec.net, variables, x, train=train, key=key, logits=logits, dropout=dropout)
-        if train:
-            self._write_stats(self.batch_stats, updates)
-        return y
+        return _ModuleForward(self, key, final_activation(net) if logits else None).run(net.body, x)[1]
 
-    def _write_stats(self, tree: nnx.Dict, updates: dict) -> None:
-        for k, v in updates.items():
-            if isinstance(v, dict):
-                self._write_stats(tree[k], v)
-            else:
-                tree[k][...] = v
+    def _collection(self, coll: str) -> dict:
+        out: dict = {}
+        for path, v in nnx.iter_graph(self):
+            if isinstance(v, nnx.Variable) and _COLLECTION_OF.get(type(v)) == coll:
+                _put(out, tuple(map(str, path[:-1])), str(path[-1]), v)
+        return out
+
+    @property
+    def params(self) -> dict:
+        """The trainable variables as a nested dict by layer path (the `nnx.Param`s themselves)."""
+        return self._collection("params")
+
+    @property
+    def batch_stats(self) -> dict:
+        return self._collection("batch_stats")
+
+    @property
+    def fixed(self) -> dict:
+        return self._collection("fixed")
+
+
+_RESERVED = frozenset(dir(Model)) | {"spec", "rngs", "node", "variable_names", "use_running_average", "deterministic"}
 
 
 def build(net: ir.Network, rngs: nnx.Rngs | None = None) -> Model:
