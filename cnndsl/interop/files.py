@@ -192,7 +192,7 @@ def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarra
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     meta = {"format": "pt", **metadata, ORDER_KEY: json.dumps(list(tensors))}
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=meta)
+        save_file({k: np.ascontiguousarray(v).reshape(v.shape) for k, v in tensors.items()}, str(tmp), metadata=meta)
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)

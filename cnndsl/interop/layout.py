@@ -85,7 +85,7 @@ class Slot:
                 r = len(self.flatten) - 1
                 v = v.reshape(out, *self.flatten).transpose(0, *range(2, r + 2), 1).reshape(out, -1)
             v = v.T
-        return np.ascontiguousarray(v.reshape(here))
+        return np.ascontiguousarray(v).reshape(here)  # (ascontiguousarray makes 0-d arrays 1-d)
 
     def to_torch(self, name: str, value: np.ndarray) -> np.ndarray:
         """The inverse of `to_cnndsl`: cnndsl array -> torch tensor `name`'s layout."""
@@ -102,7 +102,7 @@ class Slot:
                 r = len(self.flatten) - 1
                 c, sp = self.flatten[0], self.flatten[1:]
                 v = v.reshape(out, *sp, c).transpose(0, r + 1, *range(1, r + 1)).reshape(out, -1)
-        return np.ascontiguousarray(v.reshape(there))
+        return np.ascontiguousarray(v).reshape(there)
 
 
 def fmt(shape: Shape_) -> str:

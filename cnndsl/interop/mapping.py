@@ -178,7 +178,8 @@ def import_state_dict(
             what, name, pool = ("torch module", prefix, modules) if m is None else ("cnndsl layer", layer, by_layer)
             raise ArgumentError(
                 f"the map names {what} `{name}`, which `{sd.path if m is None else net.name}` does not have",
-                hints=did_you_mean(name, pool) or [f"{what}s: " + ", ".join(list(pool)[:8]) + ", ..."],
+                hints=did_you_mean(name, pool)
+                or [f"{what}s: " + ", ".join(list(pool)[:8]) + (", ..." * (len(pool) > 8))],
             )
         if m.signature != s.signature:
             raise DataError(
@@ -203,7 +204,7 @@ def import_state_dict(
             unmatched.append(s)
     extra = sorted((m for q in queues.values() for m in q), key=lambda m: m.order)
     if unmatched or extra:
-        raise _mismatch(net.name, sd.path, unmatched, extra, wanted)
+        raise _mismatch(net.name, net.ir.source.path, sd.path, unmatched, extra, wanted)
 
     pairs.sort(key=lambda p: wanted.index(p[0]))
     out: dict[str, Any] = {}
@@ -356,7 +357,9 @@ def _matching_layers(by_layer: dict[str, Slot], patterns: Sequence[str]) -> set[
 MAX_ROWS = 40  # rows of the side-by-side listing in an error
 
 
-def _mismatch(network: str, path: str, unmatched: list[Slot], extra: list[_Module], wanted: list[Slot]) -> DataError:
+def _mismatch(
+    network: str, spec: str, path: str, unmatched: list[Slot], extra: list[_Module], wanted: list[Slot]
+) -> DataError:
     left = [f"{s.layer} ({s.op}{', ' + s.at if s.at else ''}): {s.describe()}" for s in unmatched]
     right = [f"{m.prefix or '(top level)'}: {m.describe()}" for m in extra]
     w = max([len(x) for x in left] + [len("cnndsl layers with no torch module")])
@@ -383,7 +386,10 @@ def _mismatch(network: str, path: str, unmatched: list[Slot], extra: list[_Modul
     return DataError(
         f"the tensors of `{path}` do not fit `{network}`: {len(unmatched)} of {len(wanted)} layers found no "
         f"torch module, {len(extra)} torch module{'s' * (len(extra) != 1)} found no layer",
-        notes=["shapes are torch's (OIHW, (out, in)); side by side:\n    " + "\n    ".join(lines)],
+        notes=[
+            f"shapes in torch's layout (OIHW, (out, in)); layers at line:column of {spec}; side by side:\n    "
+            + "\n    ".join(lines)
+        ],
         hints=hints,
     )
 
