@@ -89,10 +89,19 @@ def _fixed_defaults(n: ir.Layer) -> dict[str, Any]:
     return {k: v for k, (coll, v) in init.items() if coll == "fixed"}
 
 
-def _doc(net: ir.Network, n: ir.Layer) -> str:
+def _where(net: ir.Network, n: ir.Layer | ir.Merge | ir.MergeRef) -> str:
+    """`examples/resnet18.cnn:8:14, in basic(64) at 17:15`."""
     where = f"{net.source.path}:{n.span}" if net.source.path else str(n.span)
-    inside = "".join(f", in {s.text} at {s.span}" for s in n.sites)
-    return f"{n.text}  ({where}{inside}) · {n.x} -> {n.y}"
+    return where + "".join(f", in {s.text} at {s.span}" for s in n.sites)
+
+
+def _doc(net: ir.Network, n: ir.Layer) -> str:
+    return f"{n.text}  ({_where(net, n)}) · {n.x} -> {n.y}"
+
+
+def _merge_doc(net: ir.Network, n: ir.Merge | ir.MergeRef, count: int) -> str:
+    what = f"{n.kind} `{n.label}`" if isinstance(n, ir.MergeRef) else f"{n.kind} of {count} branches"
+    return f"{'residual ' if getattr(n, 'residual', False) else ''}{what}  ({_where(net, n)}) · -> {n.y}"
 
 
 class _Emitter(Walker[str]):
@@ -114,12 +123,14 @@ class _Emitter(Walker[str]):
     def merge(self, n: ir.Merge | ir.MergeRef, xs: list[str], labels: list[str]) -> tuple[Any, str]:
         name = "/".join(n.path)
         op = MERGE_OPS[n.kind]  # every kind is in the table (tests/backends/onnx checks)
+        doc = _merge_doc(self.net, n, len(xs))
         if op == "Concat":
-            y = self.g.node("Concat", xs, name, axis=1, doc=f"concat of {len(xs)}")
+            y = self.g.node("Concat", xs, name, axis=1, doc=doc)
         else:
             y = xs[0]
             for i, x in enumerate(xs[1:], 1):
-                y = self.g.node(op, [y, x], name if i == len(xs) - 1 else f"{name}/{op}", doc=f"{n.kind} of {len(xs)}")
+                last = i == len(xs) - 1
+                y = self.g.node(op, [y, x], name if last else f"{name}/{op}", doc=doc if last else "")
         self.g.record(y, n.y)
         return n, y
 
