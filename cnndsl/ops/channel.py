@@ -1,5 +1,5 @@
-"""Channel operations: `slice a:b` (a channel range) and `shuffle G` (ShuffleNet's fixed
-channel permutation). Neither has parameters or MACs. ShuffleNetV2's unit is
+"""Channel operations: `slice a:b` (a channel range), `shuffle G` (ShuffleNet's fixed
+channel permutation) and `layerscale` (a learned per-channel scale, ConvNeXt). None has MACs. ShuffleNetV2's unit is
 `concat { slice 0:c | slice c:2*c -> ... } -> shuffle 2` (torch's `chunk(2)`, then
 `channel_shuffle(x, 2)`).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import INT, RANGE, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, register
+from .base import FLOAT, INT, RANGE, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, per_channel, register
 
 
 @register
@@ -54,3 +54,22 @@ class Shuffle(Op):
         g = a.groups
         lead, d = x.shape[:-1], x.shape[-1]
         return x.reshape(*lead, g, d // g).swapaxes(-1, -2).reshape(*lead, d)
+
+
+@register
+class LayerScale(Op):
+    name = "layerscale"
+    doc = "x times a learned per-channel scale, initially the given value (ConvNeXt, CaiT: 1e-6)"
+    example = "layerscale 1e-6"
+    params = (P("init", FLOAT, 1e-6, positional=True),)
+
+    def count(self, a: Args, x: Shape, y: Shape) -> tuple[int, int]:
+        return x.depth, 0
+
+    def init(self, a, x, y, rng):
+        import numpy as np
+
+        return {"scale": ("params", np.full((x.depth,), a.init, np.float32))}
+
+    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
+        return x * per_channel(p["scale"], x)

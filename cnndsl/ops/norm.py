@@ -1,4 +1,6 @@
-"""Normalisation: `bn` (alias `batchnorm`) and `layernorm`, both over the depth axis.
+"""Normalisation: `bn` (alias `batchnorm`) and `layernorm` over the depth axis; `groupnorm G`,
+`instancenorm` and `lrn N` with PyTorch's definitions (`GroupNorm`, `InstanceNorm2d`,
+`LocalResponseNorm`).
 
 `bn` follows Flax's `BatchNorm`: running statistics `mean`/`var` (non-trainable, collection
 `batch_stats`) updated as `m * old + (1 - m) * batch` with momentum m = 0.99 (PyTorch's
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import FLOAT, PROB, ApplyCtx, Args, Op, P, per_channel, register
+from .base import BOOL, FLOAT, INT, POSFLOAT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, needs_spatial, per_channel, register
 
 
 def _ones_zeros(d: int) -> tuple[Any, Any]:
@@ -147,3 +149,93 @@ class LayerNorm(Op):
         mean = x.mean(axis=-1, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
         return (x - mean) * jax.lax.rsqrt(var + a.eps) * per_channel(p["scale"], x) + per_channel(p["bias"], x)
+
+
+def _normalise(x: Any, axes: tuple[int, ...], eps: float) -> Any:
+    """`(x - mean) / sqrt(var + eps)` over `axes`, biased variance (as PyTorch)."""
+    import jax
+
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+@register
+class GroupNorm(Op):
+    name = "groupnorm"
+    doc = "group normalisation (PyTorch `GroupNorm(G, D)`): per example over D/G channels and the spatial axes"
+    example = "groupnorm 2"
+    params = (
+        P("groups", INT, REQUIRED, positional=True, doc="a number of groups, like `groupnorm 32`"),
+        P("eps", POSFLOAT, 1e-5),
+    )
+
+    def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
+        if x.depth % a.groups:
+            raise ctx.error(
+                f"`groupnorm {a.groups}` needs a depth divisible by {a.groups}, but the input {x} has {x.depth}",
+                "choose a number of groups that divides the depth (`groupnorm 1` normalises over all channels)",
+            )
+        return x
+
+    def count(self, a, x, y):
+        return 2 * x.depth, 0
+
+    def init(self, a, x, y, key):
+        one, zero = _ones_zeros(x.depth)
+        return {"scale": ("params", one), "bias": ("params", zero)}
+
+    def apply(self, a, p, x, ctx):
+        g, d = a.groups, x.shape[-1]
+        grouped = x.reshape(*x.shape[:-1], g, d // g)
+        axes = (*range(1, x.ndim - 1), x.ndim)  # spatial axes and the channels within a group
+        y = _normalise(grouped, axes, a.eps).reshape(x.shape)
+        return y * per_channel(p["scale"], y) + per_channel(p["bias"], y)
+
+
+@register
+class InstanceNorm(Op):
+    name = "instancenorm"
+    doc = "instance normalisation (PyTorch `InstanceNorm2d`): per example and channel over the spatial axes"
+    example = "instancenorm affine"
+    params = (P("eps", POSFLOAT, 1e-5), P("affine", BOOL, False, flags=(("affine", True),)))
+
+    def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
+        needs_spatial(x, ctx, "instancenorm")
+        return x
+
+    def count(self, a, x, y):
+        return (2 * x.depth if a.affine else 0), 0
+
+    def init(self, a, x, y, key):
+        if not a.affine:
+            return {}
+        one, zero = _ones_zeros(x.depth)
+        return {"scale": ("params", one), "bias": ("params", zero)}
+
+    def apply(self, a, p, x, ctx):
+        y = _normalise(x, tuple(range(1, x.ndim - 1)), a.eps)
+        return y * per_channel(p["scale"], y) + per_channel(p["bias"], y) if a.affine else y
+
+
+@register
+class LocalResponseNorm(Op):
+    name = "lrn"
+    doc = "local response normalisation across channels (PyTorch `LocalResponseNorm`; AlexNet, GoogLeNet)"
+    example = "lrn 5"
+    params = (
+        P("size", INT, REQUIRED, positional=True, doc="a window of channels, like `lrn 5`"),
+        P("alpha", POSFLOAT, 1e-4),
+        P("beta", POSFLOAT, 0.75),
+        P("k", POSFLOAT, 1.0),
+    )
+
+    def apply(self, a, p, x, ctx):
+        """`x / (k + alpha/n * sum of x^2 over channels c-n//2 .. c+(n-1)//2)^beta`, zeros past the ends."""
+        import jax
+
+        n = a.size
+        window = (1,) * (x.ndim - 1) + (n,)
+        pads = ((0, 0),) * (x.ndim - 1) + ((n // 2, (n - 1) // 2),)
+        sums = jax.lax.reduce_window(x * x, 0.0, jax.lax.add, window, (1,) * x.ndim, pads)
+        return x / (a.k + a.alpha / n * sums) ** a.beta

@@ -107,3 +107,30 @@ def test_errors(spec, message):
     with pytest.raises(CnnError) as e:
         cnndsl.loads(spec)
     assert message in e.value.message
+
+
+class TorchLayerScale(nn.Module):
+    """ConvNeXt's `layer_scale`: `nn.Parameter(torch.ones(dim, 1, 1) * 1e-6)`, times x."""
+
+    def __init__(self, d: int, value: float) -> None:
+        super().__init__()
+        self.layer_scale = nn.Parameter(torch.ones(d, 1, 1) * value)
+
+    def forward(self, x):
+        return self.layer_scale * x
+
+
+TORCH["layerscale"] = [("layerscale 0.5", TorchLayerScale(6, 0.5)), ("layerscale", TorchLayerScale(6, 1e-6))]
+
+
+def test_layerscale_learns_its_own_parameters():
+    net = compiled("input 6@5x3\nlayerscale 1e-6")
+    assert net.params == {"total": 6, "trainable": 6, "non_trainable": 0} and net.macs == 0
+    v = init(net)
+    np.testing.assert_array_equal(v["params"]["layerscale1"]["scale"], np.full(6, 1e-6, np.float32))
+    ref = TorchLayerScale(6, 1.0)
+    with torch.no_grad():
+        ref.layer_scale.copy_(torch.linspace(-1, 2, 6).reshape(6, 1, 1))
+    v["params"]["layerscale1"]["scale"] = ref.layer_scale.detach().numpy().ravel()
+    x = rand(2, 6, 3, 5)
+    assert rel(run(net, x, v), torch_out(ref, x)) < 1e-6
