@@ -542,7 +542,7 @@ class _Run:
         if not bad:
             return
         spe = self.steps_per_epoch
-        lr = float(self.schedule(bad - 1))
+        lr, peak = float(self.schedule(bad - 1)), float(self.cfg.opt_kwargs()["lr"])
         saved = (
             f"the last checkpoint, step {self.last_saved} in {self.ckdir}, has finite weights and stays as it was"
             if self.last_saved is not None
@@ -553,7 +553,7 @@ class _Run:
             f" (epoch {(bad - 1) // spe + 1}, batch {(bad - 1) % spe + 1} of {spe})",
             notes=[f"the learning rate at that step was {lr:g} ({self.cfg.describe_optimizer()})", saved],
             hints=[
-                f"lower the learning rate (e.g. `--lr {lr / 10:g}`)",
+                f"lower the learning rate (e.g. `--lr {peak / 10:g}`)",
                 "or warm the rate up over the first steps (`--warmup 500`, `warmup = 500` in the train section)",
                 "or standardise the inputs (`normalize = standardize`); large inputs make large gradients",
             ],
