@@ -34,21 +34,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .. import ir
+from .. import config, ir
 from ..ops import REGISTRY
 
 KEEP = 0.97  # a switch must make the network this much faster (3%), beyond timing noise
 
 
 def cache_path() -> Path:
-    root = os.environ.get("CNNDSL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "cnndsl")
-    return Path(root) / "autotune.json"
+    """`autotune.json` in cnndsl's private cache folder (`config.cache_dir`)."""
+    return config.cache_dir() / "autotune.json"
 
 
 def _device_key() -> str:
+    from . import onednn
+
     d = jax.devices()[0]
     flags = os.environ.get("XLA_FLAGS", "")
-    return f"{d.platform}:{getattr(d, 'device_kind', '?')}:{os.cpu_count()}:jax{jax.__version__}:{flags}"
+    extra = onednn.available()[1] if d.platform == "cpu" and onednn.available()[0] else "no-onednn"
+    return f"{d.platform}:{getattr(d, 'device_kind', '?')}:{os.cpu_count()}:jax{jax.__version__}:{flags}:{extra}"
 
 
 def layer_signature(n: ir.Layer) -> str:

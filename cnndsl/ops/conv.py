@@ -368,6 +368,13 @@ def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
     return _with_gradient(forward, bwd)(x, kernel)
 
 
+def _onednn_supports(x: Any) -> bool:
+    """The oneDNN lowering takes 2-D float32 layers where oneDNN is installed; else XLA."""
+    from ..backends import onednn
+
+    return onednn.supports(x.ndim, x.dtype)
+
+
 def _bias_init(f: int) -> tuple[str, Any]:
     import numpy as np
 
@@ -414,7 +421,7 @@ class _ConvBase(Op):
             out["bias"] = _bias_init(f)
         return out
 
-    lowerings = ("xla", "patches", "col2im", "shift", "winograd")
+    lowerings = ("xla", "patches", "col2im", "shift", "winograd", "onednn")
 
     def lowering(self, a: Args, x: Shape, y: Shape, train: bool, batch: int | None = None) -> str:
         """Default: `shift` (`conv_shift`) when input depth x kernel area <= 32; for
@@ -445,10 +452,15 @@ class _ConvBase(Op):
         return "xla"
 
     def candidate_lowerings(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
-        """Winograd only where it applies; the others need groups = 1."""
+        """Winograd only where it applies; oneDNN for 2-D layers where it is installed
+        (`backends/onednn.py`, any groups); the others need groups = 1."""
+        from ..backends import onednn
+
+        extra = ("onednn",) if x.rank == 2 and onednn.available()[0] else ()
         if self._groups(a, x) != 1:
-            return ("xla",)
-        return tuple(impl for impl in self.lowerings if impl != "winograd" or self.winograd_ok(a, x))
+            return ("xla", *extra)
+        plain = tuple(impl for impl in self.lowerings if impl != "onednn")
+        return (*(impl for impl in plain if impl != "winograd" or self.winograd_ok(a, x)), *extra)
 
     def winograd_pays(self, a: Args, x: Shape, y: Shape, batch: int) -> bool:
         """Where Winograd beat XLA's convolution for inference on a 2-core AVX2 CPU (in training,
@@ -471,7 +483,11 @@ class _ConvBase(Op):
         _, s, d, eff = geometry(a, self._kernel(a), ctx.x.rank)
         padding = pads(a, ctx.x, ctx.y, eff, s)
         impl = ctx.impl or self.lowering(a, ctx.x, ctx.y, ctx.train, batch=x.shape[0])
-        if impl == "winograd" and self.winograd_ok(a, ctx.x) and ctx.accumulate is None:
+        if impl == "onednn" and ctx.accumulate is None and _onednn_supports(x):
+            from ..backends.onednn import conv_onednn
+
+            y = conv_onednn(x, p["kernel"], s, padding, d, self._groups(a, ctx.x), ctx.y.spatial)
+        elif impl == "winograd" and self.winograd_ok(a, ctx.x) and ctx.accumulate is None:
             y = conv_winograd(x, p["kernel"], padding, ctx.y.spatial)
         elif impl == "patches" and self._groups(a, ctx.x) == 1:
             y = conv_patches(x, p["kernel"], s, padding, d, ctx.y.spatial, ctx.accumulate)
