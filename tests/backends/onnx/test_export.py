@@ -168,3 +168,14 @@ def test_a_model_over_the_protobuf_limit_is_a_cnn_error(monkeypatch):
     monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 10_000)
     with pytest.raises(cnndsl.DataError, match="over the 2 GiB that one ONNX file can hold"):
         net.to_onnx(net.init(jax.random.key(0)))
+
+
+def test_the_full_checker_catches_an_emitter_whose_shape_leaves_the_irs():
+    """The value info is the IR's shape, so strict shape inference is the trace-time check
+    that each emitter's output shape equals the IR's."""
+    net = cnndsl.load(EXAMPLES / "lenet5.cnn")
+    model = net.to_onnx(net.init(jax.random.key(0)))
+    conv1 = next(v for v in model.graph.value_info if v.name == "conv1")
+    conv1.type.tensor_type.shape.dim[2].dim_value += 1  # as if `conv1` had made a 29-row map
+    with pytest.raises(Exception, match="Inferred shape and existing shape differ"):
+        onnx.checker.check_model(model, full_check=True)
