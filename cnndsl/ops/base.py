@@ -497,6 +497,8 @@ class Op:
 
 REGISTRY: dict[str, Op] = {}
 
+_SPLIT = "a channel range is `slice a:b`; halves, as torch's `chunk(2)`: `concat { slice 0:c | slice c:2*c -> ... }`"
+_SE = "squeeze-and-excitation is `mul { identity | adaptiveavgpool 1 -> conv q@1x1 -> relu -> conv c@1x1 -> sigmoid }`"
 # Names from other frameworks -> ours, offered as hints (never accepted silently).
 FOREIGN_NAMES = {
     "conv2d": "conv", "conv1d": "conv", "convolution": "conv", "linear": "dense",
@@ -506,7 +508,17 @@ FOREIGN_NAMES = {
     "conv2dtranspose": "deconv", "convtranspose2d": "deconv", "depthwiseconv": "dwconv",
     "globalaveragepooling": "gap", "globalavgpool": "gap", "adaptiveavgpool2d": "adaptiveavgpool",
     "reshape": "flatten", "swish": "silu", "leaky_relu": "leakyrelu", "logistic": "sigmoid",
-    "lrn": "bn", "upsampling": "upsample", "zeropad": "pad", "zeropadding": "pad",
+    "upsampling": "upsample", "zeropad": "pad", "zeropadding": "pad",
+    "hswish": "hardswish", "hsigmoid": "hardsigmoid", "stochasticdepth": "droppath", "dropconnect": "droppath",
+    "channelshuffle": "shuffle", "localresponsenorm": "lrn", "localresponsenormalization": "lrn",
+    "groupnormalization": "groupnorm", "instancenormalization": "instancenorm", "layernormalization": "layernorm",
+    "narrow": "slice", "gn": "groupnorm", "ln": "layernorm",
+    # values with a space are whole hints
+    "split": _SPLIT, "chunk": _SPLIT, "channelsplit": _SPLIT,
+    "permute": "the channel shuffle is `shuffle G`; there is no general permutation",
+    "squeezeexcitation": _SE, "squeezeexcite": _SE, "se": _SE, "seblock": _SE, "selayer": _SE,
+    "multiply": "products are the merge `mul { a | b }` (`mul NAME` with a saved tensor)",
+    "hardtanh": "there is no `hardtanh` (a clamp to [-1, 1]); the hard activations are `hardsigmoid`, `hardswish` and `relu6`",
 }
 
 
@@ -523,11 +535,9 @@ def lookup(name: str, span: Span | None, extra_hints: list[str] | None = None) -
     if op is not None:
         return op
     hints = list(extra_hints or [])
-    key = name.lower().replace("_", "")
-    if key in FOREIGN_NAMES:
-        hints.insert(0, f"in cnndsl `{name}` is written `{FOREIGN_NAMES[key]}`")
-    elif name.lower() in REGISTRY:
-        hints.insert(0, f"names are lower case: `{name.lower()}`")
+    foreign = foreign_hint(name)
+    if foreign:
+        hints.insert(0, foreign)
     elif not hints:
         hints = did_you_mean(name, REGISTRY)
         m = _SHORT.match(name)
@@ -537,6 +547,19 @@ def lookup(name: str, span: Span | None, extra_hints: list[str] | None = None) -
 
 
 _SHORT = re.compile(r"^([a-z]+?)([0-9]+(?:x[0-9]+)*)$")
+
+
+def foreign_hint(name: str) -> str | None:
+    """The hint for another framework's spelling of a layer (`Hardswish`, `h_swish`,
+    `InstanceNorm2d`, `drop_path`), or None: case, `_` and a `1d`/`2d`/`3d` suffix are ignored."""
+    key = name.lower().replace("_", "")
+    for k in dict.fromkeys((key, re.sub(r"[123]d$", "", key))):
+        if k in FOREIGN_NAMES:
+            v = FOREIGN_NAMES[k]
+            return v if " " in v else f"in cnndsl `{name}` is written `{v}`"
+        if k in REGISTRY:
+            return f"names are lower case: `{k}`" if k == name.lower() else f"in cnndsl `{name}` is written `{k}`"
+    return None
 
 
 def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
