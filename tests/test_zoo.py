@@ -81,7 +81,17 @@ def test_shapes_and_parameters_agree_with_jax(name):
     check_against_jax(load(name))
 
 
-@pytest.mark.parametrize("name", EXAMPLE_FILES)
+# Their jitted forward takes 10-20 s to compile on 2 busy cores; test_zoo_modern's slow tests
+# run it and compare it with torch's.
+SLOW_FORWARD = {
+    "efficientnet_b0", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x1_0", "regnet_y_400mf",
+    "mnasnet1_0", "convnext_tiny",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FORWARD else n for n in EXAMPLE_FILES]
+)
 def test_forward_pass_runs(name):
     """One real, jitted forward per example: ImageNet-size models once at batch 1 in eval mode,
     the small ones at batch 2 in eval and training mode. The weights are synthetic
