@@ -26,10 +26,27 @@ def _color(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty()
 
 
+def _color_err(args: argparse.Namespace) -> bool:
+    """Colour for diagnostics on stderr: as `_color`, but asks whether stderr is a terminal."""
+    if getattr(args, "color", "auto") == "always":
+        return True
+    if getattr(args, "color", "auto") == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stderr.isatty()
+
+
+def _diagnostic(text: str, args: argparse.Namespace) -> str:
+    from .report import paint_diagnostic
+
+    return paint_diagnostic(text) if _color_err(args) else text
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import ir
     from .compiler import compile_file
-    from .report import render_table, to_json
+    from .report import render_table, terminal_width, to_json
+
+    width = None if args.wide else terminal_width(sys.stdout)
 
     status = 0
     results = []
@@ -51,20 +68,20 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 results.append(item)
             else:
                 if isinstance(partial, ir.Network) and partial.body.items:
-                    sys.stdout.write(render_table(partial, args.depth, color=_color(args), with_totals=False))
+                    sys.stdout.write(render_table(partial, args.depth, color=_color(args), width=width, with_totals=False))
                     sys.stdout.flush()
-                print(e.render(), file=sys.stderr)
+                print(_diagnostic(e.render(), args), file=sys.stderr)
             continue
         if args.json:
             results.append(to_json(net))
             continue
-        sys.stdout.write(render_table(net, args.depth, color=_color(args)))
+        sys.stdout.write(render_table(net, args.depth, color=_color(args), width=width))
         if args.xla:
             from .backends.xla_report import analyse, render
 
             sys.stdout.write("\n" + render(net, analyse(net, args.batch)))
         for w in net.warnings:
-            print(w.render(), file=sys.stderr)
+            print(_diagnostic(w.render(), args), file=sys.stderr)
         if len(args.files) > 1:
             print()
     if args.json:
@@ -88,7 +105,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             text = Path(path).read_text(encoding="utf-8")
             out = format_source(text, path)
         except CnnError as e:
-            print(e.render(), file=sys.stderr)
+            print(_diagnostic(e.render(), args), file=sys.stderr)
             status = EXIT_USER
             continue
         except OSError as e:
@@ -139,6 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("--depth", type=int, default=None, metavar="N", help="collapse block instances nested deeper than N")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    c.add_argument("--wide", action="store_true", help="every column at full width, whatever the terminal's width")
     c.add_argument("--xla", action="store_true", help="also compile with XLA and compare its FLOP and memory analysis (imports JAX)")
     c.add_argument("--batch", type=int, default=1, metavar="N", help="batch size for --xla (default 1)")
     c.set_defaults(func=cmd_compile)

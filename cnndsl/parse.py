@@ -313,7 +313,7 @@ def _check_input(inp: ast.ShapeSpec, chain: ast.Chain | None) -> None:
         raise CnnSyntaxError(
             f"the input shape `{size}` has no depth",
             Span(inp.span.line, inp.span.column, inp.span.line, inp.span.end_column + len(first.op)),
-            hints=[f"write depth@width x height: `input 1@{size}` for one channel, `input 3@{size}` for RGB"],
+            hints=[_depth_hint(size)],
         )
     if not inp.dims and isinstance(inp.depth, ast.Var):
         raise CnnSyntaxError(
@@ -321,6 +321,18 @@ def _check_input(inp: ast.ShapeSpec, chain: ast.Chain | None) -> None:
             inp.span,
             hints=["write the shape as depth@width x height, like `input 1@28x28`, or a length, like `input 120`"],
         )
+
+
+def _depth_hint(size: str) -> str:
+    """`28x28x3` (height x width x channels, as tutorials write it) and `3x28x28` (PyTorch's
+    C x H x W) both mean `3@28x28`: a first or last axis of 1, 3 or 4 is taken as the depth."""
+    dims = size.split("x")
+    if len(dims) == 3:
+        depth, rest = (dims[-1], dims[:-1]) if dims[-1] in ("1", "3", "4") else (dims[0], dims[1:])
+        if depth in ("1", "3", "4"):
+            shape = f"{depth}@{'x'.join(reversed(rest))}"  # written H x W: cnndsl puts width first
+            return f"write depth@width x height: `input {shape}` (depth {depth}, width {rest[1]}, height {rest[0]})"
+    return f"write depth@width x height: `input 1@{size}` for one channel, `input 3@{size}` for RGB"
 
 
 def parse(text: str, path: str = "<string>") -> ast.Module:

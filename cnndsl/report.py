@@ -8,6 +8,7 @@ computes a shape or a cost; it only reads the IR. Rendering uses rich.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -141,11 +142,90 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _human(n: int) -> str:
-    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+def _human(n: int, unit: str = "") -> str:
+    """`833 kFLOPs`, `72 FLOPs`: three significant digits and an SI prefix, always a space."""
+    for prefix, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= k:
-            return f"{n / k:.3g} {unit}"
-    return str(n)
+            return f"{n / k:.3g} {prefix}{unit}"
+    return f"{n} {unit}"
+
+
+# The table's columns, and the order they are dropped in when the terminal is too narrow:
+# the receptive field, the source position, the row number, MACs, then the name; `layer`,
+# `output` and `params` always stay (`layer` is cut short with `…` as a last resort).
+COLUMNS = (("#", "right"), ("layer", "left"), ("name", "left"), ("at", "left"), ("output", "left"),
+           ("params", "right"), ("MACs", "right"), ("RF (jump)", "right"))
+DROP_ORDER = ("RF (jump)", "at", "#", "MACs", "name")
+_GAP = 3  # blanks between two columns (rich's padding either side plus the divider)
+_MIN_LAYER = 12
+
+
+def fit_columns(cells: list[tuple[str, ...]], width: int | None) -> tuple[list[int], int | None]:
+    """Which columns fit in `width` characters (all of them for None), and the width `layer`
+    is cut to (None: not cut)."""
+    names = [c for c, _ in COLUMNS]
+    natural = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(names)]
+    keep = list(range(len(names)))
+
+    def total() -> int:
+        return sum(natural[i] for i in keep) + _GAP * (len(keep) - 1)
+
+    if width is None:
+        return keep, None
+    for col in DROP_ORDER:
+        if total() <= width:
+            break
+        keep.remove(names.index(col))
+    layer = names.index("layer")
+    if total() <= width:
+        return keep, None
+    return keep, max(_MIN_LAYER, natural[layer] - (total() - width))
+
+
+def terminal_width(stream: Any) -> int | None:
+    """The width to fit the table to: `$COLUMNS`, else the terminal's; None (no limit) when
+    writing to a file or a pipe, so saved reports are complete."""
+    import os
+    import shutil
+
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        if stream.isatty():
+            return shutil.get_terminal_size().columns
+    except (AttributeError, ValueError, OSError):
+        pass
+    return None
+
+
+_ANSI = {"error": "1;31", "warning": "1;33", "where": "1", "caret": "1;31", "hint": "36", "note": "34"}
+
+
+def paint_diagnostic(text: str) -> str:
+    """A rendered `CnnError` with terminal colours, as rustc draws them: the kind in red
+    (warnings yellow), the location bold, the carets red, notes blue and hints cyan."""
+    import re
+
+    def c(code: str, s: str) -> str:
+        return f"\x1b[{code}m{s}\x1b[0m"
+
+    out, caret = [], _ANSI["caret"]
+    for line in text.split("\n"):
+        m = re.match(r"^(.*?)(error|warning)(: )(.*)$", line)
+        if m and not line.startswith(" "):
+            kind = m[2]
+            caret = _ANSI["caret"] if kind == "error" else _ANSI["warning"]
+            out.append((c(_ANSI["where"], m[1]) if m[1] else "") + c(_ANSI[kind], kind) + m[3] + c("1", m[4]))
+        elif re.fullmatch(r" +\^+", line):
+            out.append(c(caret, line))
+        elif line.startswith("  = hint:"):
+            out.append("  " + c(_ANSI["hint"], line[2:]))
+        elif line.startswith("  = "):
+            out.append("  " + c(_ANSI["note"], line[2:]))
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def render_table(net: ir.Network, depth: int | None = None, *, color: bool = False, width: int | None = None, with_totals: bool = True) -> str:
@@ -156,17 +236,22 @@ def render_table(net: ir.Network, depth: int | None = None, *, color: bool = Fal
 
     head = f"{net.name} · input {net.input} · {net.source.path}"
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold" if color else "")
-    for col, justify in (("#", "right"), ("layer", "left"), ("name", "left"), ("at", "left"), ("output", "left"),
-                         ("params", "right"), ("MACs", "right"), ("RF (jump)", "right")):
-        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    cells, styles = [], []
     for r in rows(net, depth):
         indent = "  " * r.depth
         params = f"{r.params + r.fixed:,}" if r.kind in ("layer", "block") else ""
         macs = f"{r.macs:,}" if r.kind in ("layer", "block") else ""
         text = indent + r.text
-        style = "bold" if (color and r.kind == "block") else None
-        table.add_row("" if r.index is None else str(r.index), text, r.name, f"{r.line}:{r.column}", r.output,
-                      params, macs, fmt_rf(r.rf), style=style)
+        styles.append("bold" if (color and r.kind == "block") else None)
+        cells.append(("" if r.index is None else str(r.index), text, r.name, f"{r.line}:{r.column}", r.output,
+                      params, macs, fmt_rf(r.rf)))
+    keep, layer_width = fit_columns(cells, width)
+    for i in keep:
+        col, justify = COLUMNS[i]
+        table.add_column(col, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         max_width=layer_width if col == "layer" else None, overflow="ellipsis")
+    for row, style in zip(cells, styles, strict=True):
+        table.add_row(*(row[i] for i in keep), style=style)
     t = totals(net)
     rf_line = ""
     if t.rf is not None:
@@ -175,13 +260,16 @@ def render_table(net: ir.Network, depth: int | None = None, *, color: bool = Fal
         rf_line = f"receptive field {size} at the last spatial layer, jump {jump}"
     lines = [
         f"params   {t.params:,} (trainable {t.trainable:,}, non-trainable {t.non_trainable:,}) · weights {_bytes(t.params * FLOAT_BYTES)} (float32)",
-        f"compute  {t.macs:,} MACs = {2 * t.macs:,} FLOPs per image ({_human(2 * t.macs)}FLOPs; 1 MAC = 2 FLOPs; activations, normalisation and pooling not counted)",
+        f"compute  {t.macs:,} MACs = {2 * t.macs:,} FLOPs per image ({_human(2 * t.macs, 'FLOPs')}; 1 MAC = 2 FLOPs; activations, normalisation and pooling not counted)",
         f"memory   activations {_bytes(t.activations * FLOAT_BYTES)} per image forward (sum of layer outputs, float32)",
     ]
     if rf_line:
         lines.append(rf_line)
+    if width is not None:  # wrap the prose lines ourselves, continuation lines indented
+        head = "\n".join(textwrap.wrap(head, width, subsequent_indent="  ", break_on_hyphens=False))
+        lines = [textwrap.fill(ln, width, subsequent_indent=" " * 9, break_on_hyphens=False) for ln in lines]
     buf = io.StringIO()
-    console = Console(file=buf, width=width or 200, force_terminal=color, color_system="standard" if color else None,
+    console = Console(file=buf, width=1 << 16, force_terminal=color, color_system="standard" if color else None,
                       highlight=False, emoji=False)
     console.print(head, style="bold" if color else None)
     console.print()

@@ -145,7 +145,9 @@ def test_eval_and_eager_train_equal_the_functional_apply(small: cnndsl.Net) -> N
     model.eval()
     variables = variables_of(model)
     run = nnx.jit(lambda m, x: m(x))
-    np.testing.assert_allclose(np.asarray(run(model, x)), np.asarray(jax.jit(apply)(variables, x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(run(model, x)), np.asarray(jax.jit(apply)(variables, x)), rtol=1e-6, atol=1e-6
+    )
     # eager training call: the statistics are written into the model's BatchStat variables
     model.train()
     model.set_attributes(deterministic=True)
