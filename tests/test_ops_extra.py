@@ -311,8 +311,10 @@ def test_sobel_matches_scipy_with_zero_border() -> None:
         ("filter blur 5x3", lambda im: ndimage.uniform_filter(im, (3, 5), mode="constant")),
         ("filter gaussian 5 sigma=1", lambda im: ndimage.gaussian_filter(im, 1.0, mode="constant", radius=2)),
         ("filter gaussian 7x3 sigma=1.5", lambda im: ndimage.gaussian_filter(im, 1.5, mode="constant", radius=(1, 3))),
-        # OpenCV's default sigma for K = 5: 0.3 * ((5 - 1) / 2 - 1) + 0.8 = 1.1
-        ("filter gaussian 5", lambda im: ndimage.gaussian_filter(im, 1.1, mode="constant", radius=2)),
+        # without sigma, K <= 7: OpenCV's binomial taps [1, 4, 6, 4, 1] / 16
+        ("filter gaussian 5", lambda im: correlate_same(im, np.outer(*[np.array([1, 4, 6, 4, 1]) / 16] * 2))),
+        # K > 7: OpenCV's default sigma, 0.3 * ((9 - 1) / 2 - 1) + 0.8 = 1.7
+        ("filter gaussian 9", lambda im: ndimage.gaussian_filter(im, 1.7, mode="constant", radius=4)),
         ("filter blur 4", lambda im: correlate_same(im, np.full((4, 4), 1 / 16))),
     ],
 )
@@ -360,7 +362,7 @@ def test_filter_1d_and_3d() -> None:
     x = rand(2, 10, 2)
     want = np.stack(
         [
-            ndimage.gaussian_filter1d(x[..., c].astype(np.float64), 0.8, axis=1, mode="constant", radius=1)
+            ndimage.correlate1d(x[..., c].astype(np.float64), [0.25, 0.5, 0.25], axis=1, mode="constant")
             for c in range(2)
         ],
         -1,

@@ -20,7 +20,9 @@ Kernels (rows are the height axis, top to bottom; columns the width axis, left t
 - `gaussian K sigma=S`: the normalised product of 1-D Gaussians
   `exp(-t^2 / (2 S^2))`, `t = j - (K-1)/2`, each summing to 1 (as OpenCV's
   `getGaussianKernel` and scipy's `gaussian_filter` with `radius=(K-1)/2`). Without `sigma`,
-  each axis uses OpenCV's default `0.3*((K-1)/2 - 1) + 0.8`. Any number of axes.
+  each axis is OpenCV's `getGaussianKernel(K, -1)`: for K = 1, 3, 5, 7 its fixed binomial
+  taps (3: `[1/4, 1/2, 1/4]`, 5: `[1, 4, 6, 4, 1]/16`, 7: `[1, 3.5, 7, 9, 7, 3.5, 1]/32`),
+  otherwise sigma `0.3*((K-1)/2 - 1) + 0.8`. Any number of axes.
 - `gabor K theta=T sigma=S lambda=L [gamma=G] [psi=P]`: the real Gabor function
   `exp(-(x'^2 + G^2 y'^2) / (2 S^2)) * cos(2 pi x'/L + P)` with `x' = x cos T + y sin T`,
   `y' = -x sin T + y cos T`, where x runs right and y runs *up* from the kernel centre
@@ -92,11 +94,30 @@ def _positive(v: ast.Value, env: Env, span: Span) -> float:
 POSITIVE = Kind("a number > 0", _positive, fmt=FLOAT.fmt)
 
 
-def _gaussian_1d(k: int, sigma: float) -> Any:
+# OpenCV's `getGaussianKernel` uses these fixed (binomial) taps for an odd size up to 7 when
+# no sigma is given (its documentation's `small_gaussian_tab`); other sizes use its formula.
+OPENCV_SMALL_GAUSSIANS: dict[int, tuple[float, ...]] = {
+    1: (1.0,),
+    3: (0.25, 0.5, 0.25),
+    5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
+}
+
+
+def opencv_default_sigma(k: int) -> float:
+    """OpenCV's sigma for a size-k Gaussian given none: `0.3*((k-1)/2 - 1) + 0.8`."""
+    return 0.3 * ((k - 1) / 2 - 1) + 0.8
+
+
+def _gaussian_1d(k: int, sigma: float | None) -> Any:
+    """k taps summing to 1, as `cv2.getGaussianKernel(k, sigma or -1)`."""
     import numpy as np
 
+    if sigma is None and k in OPENCV_SMALL_GAUSSIANS:
+        return np.array(OPENCV_SMALL_GAUSSIANS[k])
     t = np.arange(k) - (k - 1) / 2
-    g = np.exp(-(t**2) / (2 * sigma**2))
+    s = opencv_default_sigma(k) if sigma is None else sigma
+    g = np.exp(-(t**2) / (2 * s**2))
     return g / g.sum()
 
 
@@ -116,8 +137,7 @@ def kernel_maps(a: Args, kernel: tuple[int, ...]) -> Any:
     if a.kind == "gaussian":
         out = np.ones(())
         for k in kernel[::-1]:  # array order, so the outer product is (.., H, W)
-            sigma = a.sigma if a.sigma is not None else 0.3 * ((k - 1) / 2 - 1) + 0.8
-            out = np.multiply.outer(out, _gaussian_1d(k, sigma))
+            out = np.multiply.outer(out, _gaussian_1d(k, a.sigma))
         return out[None]
     # gabor: x to the right, y up, from the centre; array row r has y = centre - r.
     kw, kh = kernel
