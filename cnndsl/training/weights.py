@@ -244,7 +244,7 @@ def _describe(net: Net) -> list[str]:
     """One line per layer: name, op with its arguments, input and output shapes."""
     head = [f"network {net.name}: input {net.input}, output {net.output}"]
     return head + [
-        f"{layer.name}: {layer.op} {_args(layer)} ({layer.x} -> {layer.y})".replace("  ", " ") for layer in net.layers
+        f"{layer.name}: {layer.op} {_args(layer)} ({layer.x} -> {layer.y})".replace("  ", " ") for layer in net.layers()
     ]
 
 
