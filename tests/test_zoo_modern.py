@@ -26,6 +26,7 @@ from .conftest import EXAMPLES
 # torchvision's trainable parameters and conv + dense MACs at its input size (3@224x224;
 # Inception-v3 at 3@299x299, without its auxiliary head).
 TORCHVISION = {
+    "convnext_tiny": (28_589_128, 4_455_531_264),
     "efficientnet_b0": (5_288_548, 385_814_752),
     "mobilenet_v3_large": (5_483_032, 216_589_760),
     "mobilenet_v3_small": (2_542_856, 56_510_400),
@@ -188,9 +189,31 @@ def test_regnet_y_400mf_widths_groups_and_squeeze():
     assert out["stage2.same1.f1.se1.mul1.branch2.conv1"] == "26@1x1"
 
 
+def test_convnext_tiny_blocks_follow_torchvision():
+    net = load("convnext_tiny")
+    ops = [n.op for n in net.layers()]
+    assert ops.count("layerscale") == 18 and ops.count("layernorm") == 18 + 1 + 3 + 1  # blocks, stem, downs, head
+    assert all(n.args.approximate == "erf" for n in net.layers() if n.op == "gelu")  # nn.GELU() is exact
+    assert all(n.args.init == pytest.approx(1e-6) for n in net.layers() if n.op == "layerscale")
+    rates = [n.args.rate for n in net.layers() if n.op == "droppath"]
+    assert rates == pytest.approx([0.1 * b / 17 for b in range(18)])
+    out = outputs(net)
+    assert [out[k] for k in ("layernorm1", "stage1", "down1", "stage2", "down3", "stage4")] == [
+        "96@56x56",
+        "96@56x56",
+        "192@28x28",
+        "192@28x28",
+        "768@7x7",
+        "768@7x7",
+    ]
+    # torchvision's nn.Linear on channels-last tensors is a 1x1 conv here, with the same MACs
+    assert out["stage1.cnblock1.conv1"] == "384@56x56"
+
+
 # --- outputs equal torch's, with copied weights (slow: ImageNet-size models on CPU) ---------
 # the four of issue 12, and three more whose references cost nothing extra
 E2E = [
+    "convnext_tiny",
     "efficientnet_b0",
     "mobilenet_v3_large",
     "shufflenet_v2_x1_0",
@@ -205,11 +228,11 @@ E2E = [
 def test_outputs_equal_the_torch_reference(name):
     import torch
 
-    from .zoo_torch_reference import REFERENCES, copy_weights, randomise_bn
+    from .zoo_torch_reference import REFERENCES, copy_weights, randomise
 
     torch.manual_seed(0)
     model = REFERENCES[name]()
-    randomise_bn(model)
+    randomise(model)
     model.eval()
     net = load(name)
     x = np.random.default_rng(0).standard_normal(net.input.array_shape(1), np.float32)  # (1, H, W, 3)
@@ -221,4 +244,6 @@ def test_outputs_equal_the_torch_reference(name):
     got = np.asarray(jax.jit(lambda v, x: forward(net.ir, v, x)[0])(variables, jnp.asarray(x)))
     assert np.abs(want).max() > 1e-3  # the randomised network does not collapse to zero
     rel = np.abs(got - want).max() / np.abs(want).max()
-    assert rel < 1e-4, f"{name}: max relative difference {rel:.2e}"
+    # issue 12 asks for 1e-4; float32 on CPU gives 4e-7..3e-6, and 1e-5 also catches a tanh-approximated
+    # GELU in ConvNeXt (8e-5 apart with these weights), which 1e-4 would let through
+    assert rel < 1e-5, f"{name}: max relative difference {rel:.2e}"

@@ -429,18 +429,33 @@ REFERENCES: dict[str, Callable[[], nn.Module]] = {
 # --- weights -------------------------------------------------------------------------------
 
 
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Random affine parameters and running statistics for every BatchNorm, so eval mode is
-    not the identity: mean ~ N(0, 0.1), variance ~ U(0.5, 2), scale ~ U(0.5, 1.5), bias ~ N(0, 0.1)."""
+def randomise(model: nn.Module, seed: int = 0) -> None:
+    """Random values wherever torchvision's initialisation leaves constants, so that eval mode
+    is not the identity and a swapped scale and bias cannot pass: BatchNorm running mean
+    ~ N(0, 0.1) and variance ~ U(0.5, 2); norm scales ~ U(0.5, 1.5) and biases ~ N(0, 0.1);
+    conv and dense biases ~ N(0, 0.05); ConvNeXt's layer scale (1e-6, which would hide the
+    blocks' contribution) ~ U(0.1, 0.5)."""
     g = torch.Generator().manual_seed(seed)
+
+    def fill(p: Tensor, lo: float, hi: float | None = None) -> None:
+        p.copy_(
+            torch.rand(p.shape, generator=g) * (hi - lo) + lo
+            if hi is not None
+            else torch.randn(p.shape, generator=g) * lo
+        )
+
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+                fill(m.running_mean, 0.1)
+                fill(m.running_var, 0.5, 2.0)
+            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+                fill(m.weight, 0.5, 1.5)
+                fill(m.bias, 0.1)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                fill(m.bias, 0.05)
+            elif isinstance(m, CNBlock):
+                fill(m.layer_scale, 0.1, 0.5)
 
 
 def owners_in_execution_order(model: nn.Module, x: Tensor) -> list[nn.Module]:
