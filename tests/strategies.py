@@ -47,7 +47,11 @@ def chains(draw):
     layers = []
     for _ in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(["conv", "conv", "dwconv", "deconv", "pool", "act", "bn", "dropout", "channel"]))
-        k = "x".join(str(draw(st.integers(1, 4))) for _ in range(rank)) if draw(st.booleans()) else str(draw(st.integers(1, 4)))
+        k = (
+            "x".join(str(draw(st.integers(1, 4))) for _ in range(rank))
+            if draw(st.booleans())
+            else str(draw(st.integers(1, 4)))
+        )
         if kind == "conv":
             g = draw(st.sampled_from([1, 1, 2]))
             f = draw(st.integers(1, 4)) * g
@@ -75,5 +79,3 @@ def chains(draw):
             layers.append(f"dropout {draw(st.sampled_from(['0', '0.5']))}")
     tail = draw(st.sampled_from(["", "-> flatten -> dense 3", "-> gap -> dense 2", "-> gmp"]))
     return text + "\n" + " -> ".join(layers) + " " + tail
-
-

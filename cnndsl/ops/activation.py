@@ -91,7 +91,9 @@ class Glu(Op):
 
     def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
         if x.depth % 2:
-            raise ctx.error(f"`glu` halves the depth, but {x} has an odd depth", "give the layer before it an even depth")
+            raise ctx.error(
+                f"`glu` halves the depth, but {x} has an odd depth", "give the layer before it an even depth"
+            )
         return x.with_depth(x.depth // 2)
 
     def apply(self, a, p, x, ctx):

@@ -67,7 +67,9 @@ class Concat(Merge):
                     f"concat: {lab} is {s} but {labels[0]} is {first}",
                     span,
                     notes=_listing(shapes, labels),
-                    hints=["concat joins on depth: every branch must have the same spatial size (check strides and padding)"],
+                    hints=[
+                        "concat joins on depth: every branch must have the same spatial size (check strides and padding)"
+                    ],
                 )
         return Shape(sum(s.depth for s in shapes), first.spatial)
 
@@ -91,7 +93,9 @@ class Mul(Merge):
                     f"mul: {lab} is {s} but {labels[0]} is {shapes[0]}",
                     span,
                     notes=_listing(shapes, labels),
-                    hints=["the inputs of `mul` need the same number of spatial axes (a gate is `D@1x1`, not a flat `D`)"],
+                    hints=[
+                        "the inputs of `mul` need the same number of spatial axes (a gate is `D@1x1`, not a flat `D`)"
+                    ],
                 )
         axes = [(s.depth, *s.spatial) for s in shapes]
         out = tuple(max(a[i] for a in axes) for i in range(rank + 1))
@@ -103,8 +107,10 @@ class Mul(Merge):
                     span,
                     notes=_listing(shapes, labels),
                     hints=[
-                        f"each depth and size must equal the others' or be 1 (a gate for {big} is "
-                        f"{Shape(big.depth, (1,) * rank)}: `adaptiveavgpool 1` keeps the axes)"
+                        (
+                            f"each depth and size must equal the others' or be 1 (a gate for {big} is "
+                            f"{Shape(big.depth, (1,) * rank)}: `adaptiveavgpool 1` keeps the axes)"
+                        )
                     ],
                 )
         return Shape(out[0], out[1:])

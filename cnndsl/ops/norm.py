@@ -12,7 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import BOOL, FLOAT, INT, POSFLOAT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, needs_spatial, per_channel, register
+from .base import (
+    BOOL,
+    FLOAT,
+    INT,
+    POSFLOAT,
+    PROB,
+    REQUIRED,
+    ApplyCtx,
+    Args,
+    Op,
+    P,
+    ShapeCtx,
+    needs_spatial,
+    per_channel,
+    register,
+)
 
 
 def _ones_zeros(d: int) -> tuple[Any, Any]:
@@ -34,7 +49,12 @@ class BatchNorm(Op):
 
     def init(self, a, x, y, key):
         one, zero = _ones_zeros(x.depth)
-        return {"scale": ("params", one), "bias": ("params", zero), "mean": ("batch_stats", zero), "var": ("batch_stats", one)}
+        return {
+            "scale": ("params", one),
+            "bias": ("params", zero),
+            "mean": ("batch_stats", zero),
+            "var": ("batch_stats", one),
+        }
 
     lowerings = ("dot", "xla")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import PROB, REQUIRED, ApplyCtx, Args, Op, P, register
 from ..errors import ArgumentError
+from .base import PROB, REQUIRED, ApplyCtx, Args, Op, P, register
 
 
 @register

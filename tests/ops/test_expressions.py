@@ -112,8 +112,10 @@ ROUND_TRIP = [
     "input 2@9x7\nconv 4@3x(5) -> conv 4@(2*2)x3x(1) -> slice 0:c//2 -> mul { identity | relu }",
     "input 1@8x8\nrepeat 3 as i { conv (i+1)@1x1 s(1+i//2) } -> mul skip\ntrain { optimizer = sgd(lr=0.1) }",
     "input 1@8x8\nconv make_divisible(c*w, 8, min_value=16)@1x1 p(k//2)x(k//2)",
-    "input 4@8x8\ngelu tanh -> hardswish -> instancenorm affine -> lrn 5 alpha=1e-4 k=2 -> groupnorm 2 -> shuffle 2"
-    " -> layerscale 1e-6 -> repeat 2 as i { residual { conv 4@3x3 p1 -> droppath 0.2*i/2 } }",
+    (
+        "input 4@8x8\ngelu tanh -> hardswish -> instancenorm affine -> lrn 5 alpha=1e-4 k=2 -> groupnorm 2"
+        " -> shuffle 2 -> layerscale 1e-6 -> repeat 2 as i { residual { conv 4@3x3 p1 -> droppath 0.2*i/2 } }"
+    ),
 ]
 
 
