@@ -93,6 +93,7 @@ VARIANTS = (
     "input 3@11x9\nscale 1/127.5 offset=-1 -> normalize mean=0.5",
     "input 3@11x9\nnormalize std=(0.2, 0.3, 0.4)",
     "input 3@6x5\nflatten -> dense 4 nobias -> logsoftmax",
+    "input 3@6x5\ngelu tanh -> gelu erf",
 )
 
 
