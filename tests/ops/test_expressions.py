@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnndsl
 from cnndsl import ir
@@ -129,3 +131,21 @@ def test_fmt_prints_new_syntax_back(text):
 def test_integer_division_floors():
     (c,) = layers("input 1@9x9\nconv (7//2)@((0-7)//2+5)x1")
     assert c.args.filters == (3, (1, 1)) and math.floor(-7 / 2) == -4
+
+
+TOKENS = [
+    "conv", "8@", "(k)", "x1", "x(", "k", ")", "(", "s(", "p(", "g(", "2", "//", "/", ":", "slice", "0:4",
+    "mul", "{", "}", "|", "identity", "->", "repeat", "as", "i", "make_divisible(", ",", "8", "max(", "gelu",
+    "tanh", "shuffle", "lrn", "droppath", "0.5", "layerscale", "groupnorm", "instancenorm", "affine", "3x(k)",
+]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=14), st.sampled_from([" ", ""]))
+def test_new_syntax_garbage_is_a_cnn_error(tokens, sep):
+    """Random text from the new syntax's pieces compiles or is a `CnnError`, never a traceback."""
+    text = "block b(k=3, c=8) { " + sep.join(tokens) + " }\ninput 8@9x9\nb()"
+    try:
+        cnndsl.loads(text)
+    except CnnError:
+        pass
