@@ -217,6 +217,20 @@ def _cnndsl_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
             model_name, folded=True, description="cnndsl, default lowerings; inference BN-folded"
         ),
         **tuned,
+        **_onednn_contenders(model_name),
+    }
+
+
+def _onednn_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
+    """`cnndsl_onednn` (every 2-D convolution by oneDNN) where the optional kernel is available."""
+    from cnndsl.backends import onednn
+
+    if not onednn.available()[0]:
+        return {}
+    return {
+        "cnndsl_onednn": lambda: cnndsl_contender(
+            model_name, lowering={"*": "onednn"}, description=f"cnndsl, {onednn.available()[1]} convolutions"
+        )
     }
 
 

@@ -51,9 +51,9 @@ def cache_dir() -> Path:
             f"the cache folder {root} belongs to user {st.st_uid}, not to you ({os.getuid()})",
             hints=["set CNNDSL_CACHE_DIR to a folder of your own"],
         )
-    if st.st_mode & 0o077:
+    if st.st_mode & 0o022:
         raise CacheError(
-            f"the cache folder {root} can be read or written by others (mode {stat.S_IMODE(st.st_mode):o})",
+            f"the cache folder {root} can be written by others (mode {stat.S_IMODE(st.st_mode):o})",
             hints=[f"make it private: chmod 700 {root}"],
         )
     return root
