@@ -86,6 +86,9 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
             if n not in env:
                 known = "the names here are the block's parameters: " + ", ".join(f"`{k}`" for k in env)
                 outside = "write a number here; names stand for the parameters of a `block`"
+                size = _names_in_size(n, env)
+                if size:
+                    raise CnnNameError(f"unknown name `{n}`", e.span, hints=[size])
                 raise CnnNameError(f"unknown name `{n}`", e.span, hints=did_you_mean(n, env) or [known if env else outside])
             return env[n]
         case ast.Neg(operand=o):
@@ -106,6 +109,14 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
 
 
 MAX_VALUE = 10**15
+
+
+def _names_in_size(word: str, env: Env) -> str | None:
+    """The hint for `kx1` or `kxk`, a size with names written as one name."""
+    parts = word.split("x")
+    if len(parts) > 1 and all(p.isdigit() or p in env for p in parts) and any(p in env for p in parts):
+        return "in a size, put names in parentheses: `" + "x".join(p if p.isdigit() else f"({p})" for p in parts) + "`"
+    return None
 
 
 @dataclass(frozen=True)
@@ -621,7 +632,9 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
                 )
             if len(v.args) != 1 or v.kwargs:
                 raise ArgumentError(
-                    f"`{arg.text}`: a short option takes one expression", arg.span, hints=[f"like `{v.name}(k/2)`"]
+                    f"`{arg.text}`: a short option takes one expression",
+                    arg.span,
+                    hints=[f"like `{v.name}(k//2)`; a size per axis is `{v.name}(a)x(b)` or `{prm.name}=(a)x(b)`"],
                 )
             put(prm, convert(prm, v.args[0], arg.span), arg.span)
             continue
@@ -666,6 +679,8 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
             hints = did_you_mean(word, [*flags, *(f"{s}N" for s in shorts), *by_name])
             if re.fullmatch(r"[xX]([0-9]+(x[0-9]+)*)?", word):
                 hints = ["write sizes with a lower-case `x` and no spaces: `3x3`"]
+            elif _names_in_size(word, env):
+                hints = [_names_in_size(word, env)]
             elif arg.span.line != layer.span.line:
                 hints.append("is an `->` missing between two layers?")
             raise CnnNameError(

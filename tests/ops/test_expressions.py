@@ -109,6 +109,13 @@ def test_errors(spec, message):
     assert message in e.value.message
 
 
+@pytest.mark.parametrize("body, fix", [("conv 4@kx1", "`(k)x1`"), ("dwconv kxk", "`(k)x(k)`")])
+def test_a_size_written_as_one_name_gets_the_parenthesised_form(body, fix):
+    with pytest.raises(CnnError) as e:
+        cnndsl.loads(f"block b(k) {{ {body} }}\ninput 3@8x8\nb(3)")
+    assert e.value.hints[0] == f"in a size, put names in parentheses: {fix}"
+
+
 ROUND_TRIP = [
     SIZES,
     "input 2@9x7\nconv 4@3x(5) -> conv 4@(2*2)x3x(1) -> slice 0:c//2 -> mul { identity | relu }",
