@@ -174,7 +174,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 # Modules that add sub-commands through `register(subparsers)`; imported lazily per run.
-_EXTRA_COMMANDS: tuple[str, ...] = ("cnndsl.train_cli", "cnndsl.export_cli", "cnndsl.weights_cli")
+_EXTRA_COMMANDS: tuple[str, ...] = ("cnndsl.train_cli", "cnndsl.export_cli", "cnndsl.weights_cli", "cnndsl.viz_cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,7 +56,10 @@ def _dims(ds: tuple[ast.Expr, ...]) -> str:
     if len(ds) == 1:
         return expr(ds[0], 3)
     # `(k)x1`: an axis that is not a plain number is parenthesised (`kx1` would be a name)
-    return "x".join(expr(d) if isinstance(d, ast.Func) or isinstance(d, ast.Num) and d.value.denominator == 1 else f"({expr(d)})" for d in ds)
+    return "x".join(
+        expr(d) if isinstance(d, ast.Func) or isinstance(d, ast.Num) and d.value.denominator == 1 else f"({expr(d)})"
+        for d in ds
+    )
 
 
 def value(v: ast.Value) -> str:
@@ -167,7 +170,9 @@ def _module(m: ast.Module, layout: _Layout | None) -> str:
     if m.name:
         add(layout and layout.decl_span("network"), -3, f"network {m.name}")
     for b in m.blocks:
-        params = ", ".join(p.name + (f"={expr(p.default, spaced=True)}" if p.default is not None else "") for p in b.params)
+        params = ", ".join(
+            p.name + (f"={expr(p.default, spaced=True)}" if p.default is not None else "") for p in b.params
+        )
         add(b.span, -2, f"block {b.name}({params}) " + braced(b.body, ""))
     if m.input is not None:
         shape = expr(m.input.depth) + (f"@{_dims(m.input.dims)}" if m.input.dims else "")
