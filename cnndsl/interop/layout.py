@@ -80,11 +80,11 @@ class Slot:
             spatial = tuple(range(2, v.ndim))
             v = v.transpose(*spatial, 0, 1) if self.op == "deconv" else v.transpose(*spatial, 1, 0)
         elif name == "weight" and self.op == "dense":
-            if self.flatten is not None:
-                out = v.shape[0]
+            if self.flatten is not None:  # (out, C, *sp) -> (*sp, C, out): one copy below, of 100M values for VGG
                 r = len(self.flatten) - 1
-                v = v.reshape(out, *self.flatten).transpose(0, *range(2, r + 2), 1).reshape(out, -1)
-            v = v.T
+                v = v.reshape(v.shape[0], *self.flatten).transpose(*range(2, r + 2), 1, 0)
+            else:
+                v = v.T
         return np.ascontiguousarray(v).reshape(here)  # (ascontiguousarray makes 0-d arrays 1-d)
 
     def to_torch(self, name: str, value: np.ndarray) -> np.ndarray:
@@ -96,12 +96,12 @@ class Slot:
             order = (n - 2, n - 1) if self.op == "deconv" else (n - 1, n - 2)
             v = v.transpose(*order, *range(n - 2))
         elif name == "weight" and self.op == "dense":
-            v = v.T
-            if self.flatten is not None:
-                out = v.shape[0]
+            if self.flatten is not None:  # (*sp, C, out) -> (out, C, *sp)
                 r = len(self.flatten) - 1
                 c, sp = self.flatten[0], self.flatten[1:]
-                v = v.reshape(out, *sp, c).transpose(0, r + 1, *range(1, r + 1)).reshape(out, -1)
+                v = v.reshape(*sp, c, v.shape[1]).transpose(r + 1, r, *range(r))
+            else:
+                v = v.T
         return np.ascontiguousarray(v).reshape(there)
 
 

@@ -72,7 +72,12 @@ class ImportReport:
             head += f"; {len(self.ignored)} torch tensor{'s' * (len(self.ignored) != 1)} left out"
         table = [("torch key", "cnndsl", "torch shape", "shape", "transform")]
         table += [(r.torch_key, r.path, fmt(r.torch_shape), fmt(r.shape), r.transform) for r in self.rows]
-        table += [(k, "(left out)", "", "", why) for k, why in self.ignored]
+        counters = [k for k, why in self.ignored if why in IGNORED.values()]  # one row for all of them
+        for k, why in self.ignored:
+            if k not in counters or len(counters) == 1:
+                table.append((k, "(left out)", "", "", why))
+            elif k == counters[0]:
+                table.append((f"*.{k.rpartition('.')[2]} ({len(counters)} tensors)", "(left out)", "", "", why))
         table += [("(new)", layer, "", "", "initial values, not from the file") for layer in self.new]
         widths = [max(len(r[i]) for r in table) for i in range(4)]
         lines = [head] + ["  " + "  ".join(f"{c:<{w}}" for c, w in zip(r[:4], widths)) + "  " + r[4] for r in table]
@@ -319,6 +324,15 @@ def _modules(tensors: dict[str, np.ndarray], ignored: list[tuple[str, str]]) -> 
     return out
 
 
+# torchvision's published DenseNet files still spell `denselayer1.norm.1`; its loader renames
+# them to `denselayer1.norm1` (torchvision/models/densenet.py, `_load_state_dict`).
+_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])$")
+
+
+def _current(prefix: str) -> str:
+    return _LEGACY.sub(r"\1\2", prefix)
+
+
 def _natural(s: str) -> list[Any]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", s)]
 
@@ -328,10 +342,10 @@ def _order(modules: dict[str, _Module], sd: StateDict, network: str) -> str:
     if sd.ordered:
         return ""
     zoo = torchvision_modules(network)
-    if zoo is not None and set(modules) <= set(zoo[1]):
+    if zoo is not None and {_current(p) for p in modules} <= set(zoo[1]):
         rank = {p: i for i, p in enumerate(zoo[1])}
         for m in modules.values():
-            m.order = rank[m.prefix]
+            m.order = rank[_current(m.prefix)]
         return f"the {sd.format} file records no order: modules ordered as torchvision's `{zoo[0]}` runs them"
     for i, p in enumerate(sorted(modules, key=_natural)):
         modules[p].order = i

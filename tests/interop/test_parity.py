@@ -73,3 +73,25 @@ def test_round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", [n for n in MODELS if n not in ("lenet5", "squeezenet1_1")])
 def test_round_trip_slow(name, tmp_path):
     round_trip(name, tmp_path)
+
+
+@pytest.mark.slow
+def test_densenet_published_spelling(tmp_path):
+    """torchvision's published densenet121 file spells `denselayer1.norm.1`; as safetensors
+    (no order recorded) it still maps as the current names do."""
+    import re
+
+    from safetensors.torch import save_file
+
+    from cnndsl.interop import import_state_dict
+
+    m, _, _ = reference("densenet121")
+    old = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in m.state_dict().items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old
+    save_file(old, str(tmp_path / "old.safetensors"))
+    net = cnndsl.load(ROOT / "examples" / "densenet121.cnn")
+    a, _ = import_state_dict(net, m)
+    b, report = import_state_dict(net, tmp_path / "old.safetensors")
+    assert any("as torchvision's `densenet121` runs them" in n for n in report.notes)
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
