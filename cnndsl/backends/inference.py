@@ -24,7 +24,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from .. import ir
-from ..ops.base import Args, bcast
+from ..ops.base import REGISTRY, Args, bcast
 
 LINEAR = ("conv", "dwconv", "deconv", "dense")
 
@@ -89,7 +89,7 @@ class _Folder:
 
     # -- passes over one chain's items ----------------------------------------------------
     def drop_dropout(self, items: list[ir.Node]) -> list[ir.Node]:
-        return [n for n in items if not (isinstance(n, ir.Layer) and n.op == "dropout")]
+        return [n for n in items if not (isinstance(n, ir.Layer) and (n.op == "dropout" or REGISTRY[n.op].random))]
 
     def fold_batchnorm(self, items: list[ir.Node]) -> list[ir.Node]:
         out: list[ir.Node] = []

@@ -39,6 +39,11 @@ class _Trace(Walker["ir.RF | None"]):
         return dataclasses.replace(n, rf=y), y
 
     def merge(self, n, xs, labels):
+        if n.kind == "mul" and isinstance(n, ir.Merge) and n.y is not None:
+            # a gate broadcast over the grid (`D@1x1`) sees the whole map: only full-size inputs must line up
+            outs = [ir.chain_output(b, None) for b in n.branches]
+            full = [i for i, s in enumerate(outs) if s is None or s.spatial == n.y.spatial]
+            xs, labels = [xs[i] for i in full], [labels[i] for i in full]
         fields = [x for x in xs if x is not None]
         if not fields or n.y is None or n.y.is_flat:
             return n, None

@@ -141,6 +141,43 @@ def layernorm(e: Emit) -> str:
     return e.out("Add", [y, e.channel("bias", e.var("bias"))])
 
 
+def groupnorm(e: Emit) -> str:
+    """`(N, D, ...)` viewed as `(N, G, rest)`, normalised over `rest`, back, then the affine
+    (ONNX's own `GroupNormalization` needs opset 18)."""
+    g = e.a.groups
+    x = e.node("Reshape", [e.x, e.ints("grouped", [0, g, -1])])
+    mean = e.node("ReduceMean", [x], axes=[2], keepdims=1)
+    d = e.node("Sub", [x, mean])
+    var = e.node("ReduceMean", [e.node("Mul", [d, d])], axes=[2], keepdims=1)
+    y = e.node("Div", [d, e.node("Sqrt", [e.node("Add", [var, e.const("eps", e.a.eps)])])])
+    y = e.node("Reshape", [y, e.ints("shape", e.static_dims(e.xs))])
+    y = e.node("Mul", [y, e.channel("scale", e.var("scale"))])
+    return e.out("Add", [y, e.channel("bias", e.var("bias"))])
+
+
+def instancenorm(e: Emit) -> str:
+    d = e.xs.depth
+    scale, bias = (e.var("scale"), e.var("bias")) if e.a.affine else (np.ones(d, np.float32), np.zeros(d, np.float32))
+    return e.out("InstanceNormalization", [e.x, e.const("scale", scale), e.const("bias", bias)], epsilon=float(e.a.eps))
+
+
+def lrn(e: Emit) -> str:
+    """PyTorch's window (channels `c - n//2 .. c + (n-1)//2`, which ONNX's `LRN` shifts by one
+    for even n): the squares averaged by an `AveragePool` over a channel axis, as PyTorch does."""
+    n, rank = e.a.size, e.xs.rank
+    sq = e.node("Unsqueeze", [e.node("Mul", [e.x, e.x]), e.ints("axis", [1])])
+    pads = [n // 2, *[0] * rank, (n - 1) // 2, *[0] * rank]
+    avg = e.node("AveragePool", [sq], kernel_shape=[n, *[1] * rank], pads=pads, count_include_pad=1)
+    avg = e.node("Squeeze", [avg, e.ints("squeeze", [1])])
+    div = e.node("Add", [e.node("Mul", [avg, e.const("alpha", e.a.alpha)]), e.const("k", e.a.k)])
+    return e.out("Div", [e.x, e.node("Pow", [div, e.const("beta", e.a.beta)])])
+
+
+def layerscale(e: Emit) -> str:
+    return e.out("Mul", [e.x, e.channel("scale", e.var("scale"))])
+
+
+# --- convolutions and dense ------------------------------------------------------------------
 def _bias(e: Emit) -> list[str]:
     return [e.const("bias", e.var("bias"))] if e.has("bias") else []
 
@@ -392,6 +429,10 @@ EMITTERS: dict[str, Emitter] = {
     "droppath": identity,
     "bn": bn,
     "layernorm": layernorm,
+    "groupnorm": groupnorm,
+    "instancenorm": instancenorm,
+    "lrn": lrn,
+    "layerscale": layerscale,
     "maxpool": maxpool,
     "minpool": minpool,
     "sumpool": sumpool,
