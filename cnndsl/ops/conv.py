@@ -368,6 +368,12 @@ def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
     return _with_gradient(forward, bwd)(x, kernel)
 
 
+def _onednn_available() -> bool:
+    from ..backends import onednn
+
+    return onednn.available()[0]
+
+
 def _onednn_supports(x: Any) -> bool:
     """The oneDNN lowering takes 2-D float32 layers where oneDNN is installed; else XLA."""
     from ..backends import onednn
@@ -437,7 +443,11 @@ class _ConvBase(Op):
         (32x32) and for the 512-channel 4x4 layers at batch 64 it is no faster.
         XLA's convolution beat patches + matmul on every LeNet-5 and ResNet-18 layer. Off
         the CPU, or with YNNPACK fusions on, XLA's convolution (where these were not measured,
-        or measured slower). `autotune` measures every lowering per layer on the device."""
+        or measured slower). Where the optional oneDNN kernel is installed
+        (`backends/onednn.py`), training runs the remaining 2-D layers by oneDNN: CIFAR
+        ResNet-18's train step at batch 64 took 10.2 s against 14.6 s with XLA's convolutions
+        (2-core Xeon, heavily shared machine; benchmarks/RESULTS.md). `autotune` measures every
+        lowering per layer on the device."""
         from ..backends._xla_guard import cpu_lowerings
 
         if self._groups(a, x) != 1 or not cpu_lowerings():
@@ -449,6 +459,8 @@ class _ConvBase(Op):
         positions = (batch or 1) * math.prod(y.spatial)
         if train and x.depth < 16 and positions <= 32_768:
             return "col2im"
+        if train and x.rank == 2 and _onednn_available():
+            return "onednn"
         return "xla"
 
     def candidate_lowerings(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
