@@ -521,16 +521,19 @@ def _parse_value(text: str, key: str) -> Any:
     """Read CLI text as a `train` value (the grammar's), e.g. `sgd(lr=0.1)` or `5,6,7`."""
     from ..parse import parse
 
+    first: CnnSyntaxError | None = None
     for candidate in (text, f"({text})") if "," in text and not text.lstrip().startswith("(") else (text,):
         try:
             (s,) = parse(f"train {{ {key} = {candidate} }}").train
             return s.value
-        except CnnSyntaxError:
-            continue
-    raise ArgumentError(
-        f"--{key.replace('_', '-')}: cannot read `{text}`",
-        hints=[f"write it as in the file's train section: {SETTINGS[key].form}"],
-    )
+        except CnnSyntaxError as e:
+            first = first or e
+    option = f"--{key.replace('_', '-')}"
+    form = f"write it as in the file's train section: {SETTINGS[key].form}"
+    if first is not None and f"`{text}`" in first.message:  # the parser's own words name it (out of range)
+        raise ArgumentError(f"{option}: {first.message}", hints=[*first.hints, form])
+    why = f": {first.message}" if first is not None else ""
+    raise ArgumentError(f"{option}: cannot read `{text}`{why}", hints=[form])
 
 
 def _parse_list(text: str, w: _Where) -> tuple[Any, ...]:
