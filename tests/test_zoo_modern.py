@@ -125,9 +125,13 @@ REFERENCE_COUNTS = {  # torchvision's published `num_params`, for the torch refe
     "convnext_tiny": 28_589_128,
     "regnet_y_400mf": 4_344_144,
     "mnasnet1_0": 4_383_312,
+    "resnext50_32x4d": 25_028_904,
+    "wide_resnet50_2": 68_883_240,
+    "inception_v3": 23_834_568,
 }
 
 
+@pytest.mark.slow  # importing torch alone takes 2-5 s here; the references serve the slow tests below
 def test_the_torch_references_are_torchvision_s_models():
     """A slip in a reference would make the end-to-end comparison test the wrong model."""
     import torch
@@ -211,7 +215,7 @@ def test_convnext_tiny_blocks_follow_torchvision():
 
 
 # --- outputs equal torch's, with copied weights (slow: ImageNet-size models on CPU) ---------
-# the four of issue 12, and three more whose references cost nothing extra
+# the four of issue 12 first, then the rest of the modern zoo
 E2E = [
     "convnext_tiny",
     "efficientnet_b0",
@@ -220,6 +224,9 @@ E2E = [
     "mobilenet_v3_small",
     "regnet_y_400mf",
     "mnasnet1_0",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "inception_v3",
 ]
 
 

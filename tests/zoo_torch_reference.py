@@ -1,9 +1,10 @@
 """Plain `torch.nn` references for the modern zoo, built as torchvision builds them.
 
 torchvision cannot be installed here, so each model is rewritten from torchvision's sources
-(`torchvision/models/{efficientnet,mobilenetv3,shufflenetv2,convnext,regnet,mnasnet}.py` and
-`torchvision/ops/misc.py`), keeping its module structure, widths, epsilons and initialisation;
-only the weight-loading and registry plumbing is left out. `test_zoo_modern.py` checks each
+(`torchvision/models/{efficientnet,mobilenetv3,shufflenetv2,convnext,regnet,mnasnet}.py`,
+`resnet.py`, `inception.py` and `torchvision/ops/misc.py`), keeping its module structure, widths
+and epsilons (and, for EfficientNet, MobileNetV3 and ConvNeXt, its initialisation); only the
+weight-loading and registry plumbing is left out. `test_zoo_modern.py` checks each
 reference's parameter count against torchvision's published one (so a slip here is caught)
 and compares its outputs with the `.cnn` files' under copied weights.
 
@@ -415,6 +416,161 @@ def mnasnet1_0(num_classes: int = 1000) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(0.2), nn.Linear(1280, num_classes))
 
 
+# --- ResNeXt-50 32x4d, Wide ResNet-50-2 (resnet.py) and Inception-v3 (inception.py) -------
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet v1.5 bottleneck: the stride on the 3x3, width = planes * base_width / 64 * groups."""
+
+    def __init__(self, cin: int, planes: int, stride: int, groups: int, base_width: int) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, planes * 4, 1, bias=False), nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn3(self.conv3(self.relu(self.bn2(self.conv2(y)))))
+        return self.relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+
+def resnet50_family(groups: int = 1, width_per_group: int = 64, num_classes: int = 1000) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+    layers.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    cin = 64
+    for planes, n, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(n):
+            layers.append(Bottleneck(cin, planes, stride if i == 0 else 1, groups, width_per_group))
+            cin = planes * 4
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(2048, num_classes))
+
+
+class BasicConv2d(nn.Sequential):
+    def __init__(self, cin: int, cout: int, **kwargs: Any) -> None:
+        super().__init__(nn.Conv2d(cin, cout, bias=False, **kwargs), nn.BatchNorm2d(cout, eps=0.001), nn.ReLU())
+
+
+class InceptionA(nn.Module):
+    def __init__(self, cin: int, pool_features: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64, kernel_size=1)
+        self.branch5x5 = nn.Sequential(
+            BasicConv2d(cin, 48, kernel_size=1), BasicConv2d(48, 64, kernel_size=5, padding=2)
+        )
+        self.branch3x3dbl = nn.Sequential(
+            BasicConv2d(cin, 64, kernel_size=1),
+            BasicConv2d(64, 96, kernel_size=3, padding=1),
+            BasicConv2d(96, 96, kernel_size=3, padding=1),
+        )
+        self.branch_pool = BasicConv2d(cin, pool_features, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs = [self.branch1x1(x), self.branch5x5(x), self.branch3x3dbl(x)]  # torchvision's order
+        return torch.cat([*outs, self.branch_pool(nn.functional.avg_pool2d(x, kernel_size=3, stride=1, padding=1))], 1)
+
+
+class InceptionB(nn.Module):
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384, kernel_size=3, stride=2)
+        self.branch3x3dbl = nn.Sequential(
+            BasicConv2d(cin, 64, kernel_size=1),
+            BasicConv2d(64, 96, kernel_size=3, padding=1),
+            BasicConv2d(96, 96, kernel_size=3, stride=2),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.branch3x3(x), self.branch3x3dbl(x), nn.functional.max_pool2d(x, 3, 2)], 1)
+
+
+class InceptionC(nn.Module):
+    def __init__(self, cin: int, c7: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 192, kernel_size=1)
+        self.branch7x7 = nn.Sequential(
+            BasicConv2d(cin, c7, kernel_size=1),
+            BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3)),
+            BasicConv2d(c7, 192, kernel_size=(7, 1), padding=(3, 0)),
+        )
+        self.branch7x7dbl = nn.Sequential(
+            BasicConv2d(cin, c7, kernel_size=1),
+            BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0)),
+            BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3)),
+            BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0)),
+            BasicConv2d(c7, 192, kernel_size=(1, 7), padding=(0, 3)),
+        )
+        self.branch_pool = BasicConv2d(cin, 192, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs = [self.branch1x1(x), self.branch7x7(x), self.branch7x7dbl(x)]
+        return torch.cat([*outs, self.branch_pool(nn.functional.avg_pool2d(x, kernel_size=3, stride=1, padding=1))], 1)
+
+
+class InceptionD(nn.Module):
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.branch3x3 = nn.Sequential(
+            BasicConv2d(cin, 192, kernel_size=1), BasicConv2d(192, 320, kernel_size=3, stride=2)
+        )
+        self.branch7x7x3 = nn.Sequential(
+            BasicConv2d(cin, 192, kernel_size=1),
+            BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3)),
+            BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0)),
+            BasicConv2d(192, 192, kernel_size=3, stride=2),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.branch3x3(x), self.branch7x7x3(x), nn.functional.max_pool2d(x, 3, 2)], 1)
+
+
+class InceptionE(nn.Module):
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 320, kernel_size=1)
+        self.branch3x3_1 = BasicConv2d(cin, 384, kernel_size=1)
+        self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b1 = self.branch1x1(x)
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        d = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
+        pool = self.branch_pool(nn.functional.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        return torch.cat([b1, b3, d, pool], 1)
+
+
+def inception_v3(num_classes: int = 1000) -> nn.Module:
+    """`inception_v3(aux_logits=False, transform_input=False, init_weights=False)` at 299x299."""
+    return nn.Sequential(
+        BasicConv2d(3, 32, kernel_size=3, stride=2),
+        BasicConv2d(32, 32, kernel_size=3),
+        BasicConv2d(32, 64, kernel_size=3, padding=1),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        BasicConv2d(64, 80, kernel_size=1),
+        BasicConv2d(80, 192, kernel_size=3),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        InceptionA(192, 32), InceptionA(256, 64), InceptionA(288, 64), InceptionB(288),
+        InceptionC(768, 128), InceptionC(768, 160), InceptionC(768, 160), InceptionC(768, 192),
+        InceptionD(768), InceptionE(1280), InceptionE(2048),
+        nn.AdaptiveAvgPool2d(1), nn.Dropout(0.5), nn.Flatten(1), nn.Linear(2048, num_classes),
+    )  # fmt: skip
+
+
 REFERENCES: dict[str, Callable[[], nn.Module]] = {
     "efficientnet_b0": efficientnet_b0,
     "mobilenet_v3_large": partial(mobilenet_v3, "large"),
@@ -423,6 +579,9 @@ REFERENCES: dict[str, Callable[[], nn.Module]] = {
     "convnext_tiny": convnext_tiny,
     "regnet_y_400mf": regnet_y_400mf,
     "mnasnet1_0": mnasnet1_0,
+    "resnext50_32x4d": partial(resnet50_family, groups=32, width_per_group=4),
+    "wide_resnet50_2": partial(resnet50_family, width_per_group=128),
+    "inception_v3": inception_v3,
 }
 
 
