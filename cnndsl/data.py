@@ -152,6 +152,9 @@ def load_dataset(
             hints=did_you_mean(normalize, NORMALIZE_KINDS),
         )
     raw = _read_source(spec, input_shape, resize=resize)
+    n = sum(len(v) for v in raw.x.values())
+    # fitted to the input and normalised, the images become float32 (twice, briefly): often 8x the file
+    _check_alloc(2 * n * input_shape.size * 4, f"`{spec}` as float32 ({n:,} examples of {input_shape})")
     fit = {
         k: _fit_images(x, input_shape, source=spec, grayscale=grayscale, resizable=raw.resizable)
         for k, x in raw.x.items()

@@ -189,6 +189,14 @@ def test_npz_members_are_bounded_by_memory_before_reading(tmp_path: Path, monkey
     assert load_dataset(str(p), Shape(1, (16, 16)), val_fraction=0, test_fraction=0.5).x_train.shape == (2, 16, 16, 1)
 
 
+def test_the_float32_copy_is_bounded_before_it_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "a.npz"
+    np.savez(p, x=np.zeros((4, 16, 16), np.uint8), y=np.arange(4) % 2)  # 1 KiB of pixels
+    monkeypatch.setenv("CNNDSL_MEMORY_LIMIT", "4K")  # the file fits, 4 x 256 float32 values twice do not
+    with pytest.raises(DataError, match=r"as float32 \(4 examples of 1@16x16\) would need 8 KiB of memory"):
+        load_dataset(str(p), Shape(1, (16, 16)))
+
+
 def test_damaged_zip_member_is_a_data_error(tmp_path: Path) -> None:
     p = tmp_path / "a.npz"
     np.savez_compressed(p, x=np.zeros((4, 16, 16), np.uint8), y=np.arange(4) % 2)
