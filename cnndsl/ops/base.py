@@ -761,10 +761,11 @@ def per_axis(v: tuple[int, ...], x: Shape, what: str, ctx: ShapeCtx) -> tuple[in
 
 def needs_spatial(x: Shape, ctx: ShapeCtx, op: str) -> None:
     if x.is_flat:
-        raise ctx.error(
-            f"`{op}` needs an input with spatial axes, but gets the flat vector {x}",
-            "spatial layers go before `flatten`, `dense` and global pooling",
-        )
+        hints = ["spatial layers go before `flatten`, `dense` and global pooling"]
+        if ctx.producer.startswith(("`gap`", "`gmp`")):  # squeeze-and-excitation written as in PyTorch
+            pool = "adaptiveavgpool" if ctx.producer.startswith("`gap`") else "adaptivemaxpool"
+            hints.append(f"`{pool} 1` pools to {x.depth}@1x1 and keeps the axes, as a gate for `mul {{ ... }}` needs")
+        raise ctx.error(f"`{op}` needs an input with spatial axes, but gets the flat vector {x}", *hints)
 
 
 def prod(xs: tuple[int, ...]) -> int:

@@ -78,3 +78,9 @@ def test_mul_shape_errors(spec, message):
     with pytest.raises(ShapeError) as e:
         cnndsl.loads(spec)
     assert message in e.value.message and e.value.hints
+
+
+def test_a_gate_after_gap_points_to_adaptiveavgpool():
+    with pytest.raises(ShapeError) as e:
+        cnndsl.loads("input 16@8x8\nmul { identity | gap -> conv 4@1x1 -> relu -> conv 16@1x1 -> sigmoid }")
+    assert any("`adaptiveavgpool 1` pools to 16@1x1" in h for h in e.value.hints)
