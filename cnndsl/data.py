@@ -54,8 +54,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 # Images larger than this are refused from their header, before decoding (8192 x 8192 is 64
 # Mpx: 192 MiB as RGB, far beyond any network input; a decompression bomb claims billions).
 MAX_IMAGE_PIXELS = 8192 * 8192
-# Class indices are stored as int32, and every class gets a name: bound both.
-LABEL_MAX = 2**31 - 1
+# Class indices are stored as int32 and every class gets a name, so labels are bounded well
+# below 2**31 (ImageNet-21k has 21,841 classes).
 MAX_CLASSES = 1 << 20
 # Held-out test examples are drawn with a fixed seed, so every run of every seed is scored on
 # the same test set; the validation split follows the run's seed.
