@@ -621,6 +621,14 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
             v = ast.Func(name=head.name, args=(ast.SizeExpr(dims=(head.args[0], *v.dims[1:])),), span=v.span)  # `p(k/2)x0`
         if isinstance(v, ast.Func) and v.name not in FUNCTIONS:  # `s(k)`: a short option with an expression
             prm = shorts.get(v.name)
+            m = re.fullmatch(r"([a-z]+?)([0-9]+(?:x[0-9]+)*)x", v.name)
+            if prm is None and m and m.group(1) in shorts:  # `s2x(k)`: a size half number, half expression
+                long = shorts[m.group(1)].name
+                raise ArgumentError(
+                    f"`{arg.text}`: a short option's size is written with parentheses",
+                    arg.span,
+                    hints=[f"write `{m.group(1)}({m.group(2)})x(...)` or `{long}={m.group(2)}x(...)`"],
+                )
             if prm is None:
                 missing_arrow = len(v.name) > 2 or v.name in REGISTRY
                 raise CnnNameError(

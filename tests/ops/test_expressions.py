@@ -101,6 +101,7 @@ def test_repeat_index_is_zero_based_and_nests():
         ("input 1@9x9\nconv 4@3x3 stride:2", "options are written `name=value`"),
         ("block b(i) { repeat 2 as i { relu } }\ninput 1@9x9\nb(1)", "`i` is already a name here"),
         ("input 1@9x9\nconv 4@3x3 s(2//0)", "division by zero"),
+        ("block b(k) { conv 4@3x3 p1x(k) }\ninput 1@9x9\nb(1)", "a short option's size is written with parentheses"),
     ],
 )
 def test_errors(spec, message):
