@@ -68,6 +68,12 @@ def save_imported(
                 hints=["choose another -o folder, or pass --overwrite to replace it"],
             )
         shutil.rmtree(ck)
+    if normalization is not None and len(normalization["mean"]) not in (1, net.input.depth):
+        raise DataError(
+            f"the normalisation has {len(normalization['mean'])} channels, `{net.name}`'s input {net.input} has "
+            f"{net.input.depth}",
+            hints=["ImageNet's statistics are for RGB input (3@WxH); leave out --normalize"],
+        )
     if class_names is not None and len(class_names) != net.output.size:
         raise DataError(
             f"{len(class_names)} class names for {net.output.size} outputs of `{net.name}`",

@@ -224,6 +224,13 @@ def test_cli_import_export_predict(tmp_path, capsys):
     assert json.loads((run / "import.json").read_text())["modules"]["dense1"] == "fc1"
     assert main(["import-weights", spec, str(tmp_path / "lenet.pth"), "-o", str(run)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert main(["import-weights", spec, str(tmp_path / "lenet.pth"), "-o", str(run), "--overwrite",
+                 "--normalize", "imagenet"]) == 2  # fmt: skip
+    assert "ImageNet's statistics are for RGB input" in capsys.readouterr().err
+    (tmp_path / "names.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
+    assert main(["import-weights", spec, str(tmp_path / "lenet.pth"), "-o", str(run), "--overwrite", "--quiet",
+                 "--class-names", str(tmp_path / "names.txt")]) == 0  # fmt: skip
+    capsys.readouterr()
     assert main(["export", spec, "--weights", str(run), "--torch", str(tmp_path / "back.safetensors")]) == 0
     back = read_state_dict(tmp_path / "back.safetensors").tensors  # in the order recorded in the metadata
     assert list(back) == list(m.state_dict())  # the names recorded on import, in torch's order
@@ -236,7 +243,7 @@ def test_cli_import_export_predict(tmp_path, capsys):
         main(["predict", spec, "--weights", str(run), str(tmp_path / "odd.png"), "--resize", "36", "--crop", "32"]) == 0
     )
     out = capsys.readouterr().out
-    assert out.startswith(str(tmp_path / "odd.png")) and "1. " in out
+    assert out.startswith(str(tmp_path / "odd.png")) and "1. digit " in out
     assert main(["predict", spec, "--weights", str(run), str(tmp_path / "odd.png"), "--crop", "28"]) == 2
     assert "28x28 after --resize/--crop, but the network takes 32x32" in capsys.readouterr().err
     assert main(["import-weights", str(ROOT / "examples" / "resnet18.cnn"), str(tmp_path / "lenet.pth"), "-o",
