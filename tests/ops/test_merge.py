@@ -84,3 +84,10 @@ def test_a_gate_after_gap_points_to_adaptiveavgpool():
     with pytest.raises(ShapeError) as e:
         cnndsl.loads("input 16@8x8\nmul { identity | gap -> conv 4@1x1 -> relu -> conv 16@1x1 -> sigmoid }")
     assert any("`adaptiveavgpool 1` pools to 16@1x1" in h for h in e.value.hints)
+
+
+def test_squeeze_excitation_in_onnx_equals_jax():
+    from ..backends.onnx.parity import TOLERANCE, compare
+
+    diff, _ = compare(cnndsl.loads(f"input 16@9x7\n{SE}"))
+    assert diff <= TOLERANCE
