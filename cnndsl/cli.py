@@ -7,7 +7,6 @@ Exit status: 0 ok, 2 a mistake in the input (a `CnnError`, printed as a diagnost
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ def _diagnostic(text: str, args: argparse.Namespace) -> str:
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import ir
     from .compiler import compile_file
-    from .report import render_table, terminal_width, to_json
+    from .report import dumps, render_table, terminal_width, to_json
 
     width = None if args.wide else terminal_width(sys.stdout)
 
@@ -85,7 +84,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if len(args.files) > 1:
             print()
     if args.json:
-        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        print(dumps(results[0] if len(results) == 1 else results))
     return status
 
 
@@ -95,14 +94,14 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     (exit 2) and is left alone: formatting never hides or rewrites a broken network."""
     from pathlib import Path
 
-    from .compiler import compile_file
+    from .compiler import compile_text, read_spec
     from .fmt import format_source
 
     status = 0
     for path in args.files:
         try:
-            compile_file(path)  # the whole check, shapes included; reads like `compile`
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_spec(path)  # read once: what is checked is what is formatted
+            compile_text(text, path)  # the whole check, shapes included, as `compile` does
             out = format_source(text, path)
         except CnnError as e:
             print(_diagnostic(e.render(), args), file=sys.stderr)
@@ -146,6 +145,22 @@ def _replace_text(path: object, text: str) -> None:
         raise
 
 
+def _count(lo: int, hi: int = 2**31 - 1):
+    """An argparse type: a whole number in [lo, hi]; anything else is a usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < lo or n > hi:
+            raise argparse.ArgumentTypeError(f"must be {lo} or more, got {n}" if n < lo else f"must be at most {hi:,}")
+        return n
+
+    parse.__name__ = "count"  # how argparse names the type in its messages
+    return parse
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnndsl", description="Compile, check and train .cnn networks.")
     p.add_argument("--version", action="version", version=f"cnndsl {__version__}")
@@ -154,11 +169,11 @@ def make_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="check shapes and print the layer table")
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
-    c.add_argument("--depth", type=int, default=None, metavar="N", help="collapse block instances nested deeper than N")
+    c.add_argument("--depth", type=_count(0), default=None, metavar="N", help="collapse block instances nested deeper than N")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     c.add_argument("--wide", action="store_true", help="every column at full width, whatever the terminal's width")
     c.add_argument("--xla", action="store_true", help="also compile with XLA and compare its FLOP and memory analysis (imports JAX)")
-    c.add_argument("--batch", type=int, default=1, metavar="N", help="batch size for --xla (default 1)")
+    c.add_argument("--batch", type=_count(1), default=1, metavar="N", help="batch size for --xla (default 1)")
     c.set_defaults(func=cmd_compile)
 
     f = sub.add_parser("fmt", help="print a file as canonical .cnn text, comments kept")

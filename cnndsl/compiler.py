@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from pathlib import Path
 
 from . import ir
-from .errors import CnnError, DataError, Source
+from .errors import CnnError, Source, Span, SpecFileError, did_you_mean
 from .parse import parse
 from .passes import PASSES, expand
 
@@ -17,6 +19,7 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
     Raises `CnnError` with the source attached. A `ShapeError` carries `err.partial`: the
     network analysed up to the failing layer (costs and receptive fields included).
     """
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the spec
     source = Source(text, path)
     try:
         net = expand(parse(text, path), source)
@@ -36,20 +39,92 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
 
 
 def compile_file(path: str | Path) -> ir.Network:
-    p = Path(path)
+    """`compile_text` of the spec file at `path`, read by `read_spec`."""
+    return compile_text(read_spec(path), str(path))
+
+
+# A spec is a short text; anything larger is the wrong file (a data set, `/dev/zero`) and is
+# refused before it is read into memory.
+MAX_SPEC_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def read_spec(path: str | Path) -> str:
+    """The text of the `.cnn` file at `path`: the one way `compile`, `fmt`, `cnndsl.load` and
+    the training commands read a spec.
+
+    Raises `SpecFileError`, before reading anything, for a missing path and for anything but a
+    regular file (a FIFO would block, a device never ends, a directory is a mistake), and for a
+    file over `MAX_SPEC_BYTES`; at most that many bytes plus one are ever read. A UTF-8
+    byte-order mark is skipped; bytes that are not UTF-8 are reported at their line and column.
+    """
+    shown = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"no such file: {p}", hints=["check the path; .cnn files are plain text"]) from None
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_a_file(path, st.st_mode)
+        # O_NONBLOCK: should the path become a FIFO after the stat, the open does not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_a_file(path, st.st_mode)
+            raw = b"" if st.st_size > MAX_SPEC_BYTES else f.read(MAX_SPEC_BYTES + 1)
+            size = max(st.st_size, len(raw))
+    except OSError as e:
+        raise _os_error(path, e) from None
+    if size > MAX_SPEC_BYTES:
+        raise SpecFileError(
+            f"the file is {size:,} bytes, over the {MAX_SPEC_BYTES:,}-byte (1 MiB) limit for a spec",
+            hints=[
+                "is this the right file? A `.cnn` spec is a short text (repeated structure is `block` and `repeat`)"
+            ],
+            source=Source("", shown),
+        )
+    raw = raw.removeprefix(_BOM)
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raw = p.read_bytes()
         line = raw.count(b"\n", 0, e.start) + 1
         column = len(raw[raw.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8", "replace")) + 1
-        raise DataError(
-            f"the file is not UTF-8 text: byte 0x{raw[e.start]:02x} at {line}:{column}",
+        raise SpecFileError(
+            f"the file is not UTF-8 text: byte 0x{raw[e.start]:02x}",
+            Span(line, column, line, column + 1),
             hints=["save it as UTF-8; `.cnn` files are plain text"],
-            source=Source("", str(path)),
+            source=Source(raw.decode("utf-8", "replace"), shown),
         ) from None
-    except (IsADirectoryError, PermissionError) as e:
-        raise DataError(f"cannot read {p}: {e.__class__.__name__}") from None
-    return compile_text(text, str(path))
+
+
+def _not_a_file(path: str | Path, mode: int) -> SpecFileError:
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    if stat.S_ISDIR(mode):
+        found = sorted(p.name for p in Path(path).glob("*.cnn"))[:3]
+        hint = (
+            "give a `.cnn` file in it, like `" + str(Path(path) / found[0]) + "`"
+            if found
+            else "give the path of a `.cnn` file"
+        )
+        return SpecFileError("this is a directory, not a `.cnn` file", hints=[hint], source=Source("", str(path)))
+    return SpecFileError(
+        f"this is {kind}, not a regular file",
+        hints=["specs are read from regular files only (a pipe or a device may block or never end): save it to a file"],
+        source=Source("", str(path)),
+    )
+
+
+def _os_error(path: str | Path, e: OSError) -> SpecFileError:
+    source = Source("", str(path))
+    if isinstance(e, (FileNotFoundError, NotADirectoryError)):
+        p = Path(path)
+        near = [q.name for q in p.parent.glob("*.cnn")] if p.parent.is_dir() else []
+        return SpecFileError("no such file", hints=did_you_mean(p.name, near) or ["check the path"], source=source)
+    if isinstance(e, PermissionError):
+        return SpecFileError("permission denied: cannot read the file", source=source)
+    return SpecFileError(f"cannot read the file: {e.strerror or type(e).__name__}", source=source)

@@ -120,6 +120,10 @@ class DataError(CnnError):
     """A data set, weights file or checkpoint does not fit the network."""
 
 
+class SpecFileError(CnnError):
+    """A `.cnn` file cannot be read as a spec: missing, not a regular file, too large, not UTF-8."""
+
+
 class CnnWarning(CnnError):
     """A finding that does not stop compilation (printed after the table)."""
 

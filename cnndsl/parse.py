@@ -17,6 +17,7 @@ from lark import Token, Transformer, v_args
 
 from . import ast
 from .errors import CnnSyntaxError, Source, Span
+from .ops.base import RANGE_HINT, out_of_range
 
 # Lark terminal names -> what a user would call them.
 _TOKEN_WORDS = {
@@ -74,21 +75,18 @@ def _parser() -> lark.Lark:
     return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
-# Numbers beyond this many significant digits (or powers of ten) are refused: larger values
-# mean nothing in a network, and Python would spend seconds converting `1e99999999`.
+# Literals with more digits (or a larger exponent) than this are refused from their text:
+# Python would spend seconds converting `1e99999999` exactly. The rest must be in `MAX_VALUE`.
 _MAX_DIGITS = 30
 
 
 def _fraction(text: str, span: Span) -> Fraction:
     mantissa, _, exponent = text.lower().partition("e")
     digits = mantissa.replace(".", "").lstrip("0")
-    if len(digits) > _MAX_DIGITS or len(exponent.lstrip("+-0")) > 2 or (exponent and abs(int(exponent)) > _MAX_DIGITS):
-        raise CnnSyntaxError(
-            f"the number `{text}` is out of range",
-            span,
-            hints=[f"numbers have at most {_MAX_DIGITS} digits and exponents at most e{_MAX_DIGITS}"],
-        )
-    return Fraction(text)
+    long = len(digits) > _MAX_DIGITS or len(exponent.lstrip("+-0")) > 2
+    if long or (exponent and abs(int(exponent)) > _MAX_DIGITS) or out_of_range(value := Fraction(text)):
+        raise CnnSyntaxError(f"the number `{text}` is out of range", span, hints=[RANGE_HINT])
+    return value
 
 
 def _span(meta_or_tok: object) -> Span:

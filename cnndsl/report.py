@@ -246,11 +246,12 @@ def render_table(net: ir.Network, depth: int | None = None, *, color: bool = Fal
         cells.append(("" if r.index is None else str(r.index), text, r.name, f"{r.line}:{r.column}", r.output,
                       params, macs, fmt_rf(r.rf)))
     keep, layer_width = fit_columns(cells, width)
-    for i in keep:
+    fast = _simple_table(cells, styles, keep, layer_width, color)
+    for i in keep if fast is None else ():
         col, justify = COLUMNS[i]
         table.add_column(col, justify=justify, no_wrap=True,  # type: ignore[arg-type]
                          max_width=layer_width if col == "layer" else None, overflow="ellipsis")
-    for row, style in zip(cells, styles, strict=True):
+    for row, style in zip(cells, styles, strict=True) if fast is None else ():
         table.add_row(*(row[i] for i in keep), style=style)
     t = totals(net)
     rf_line = ""
@@ -273,13 +274,52 @@ def render_table(net: ir.Network, depth: int | None = None, *, color: bool = Fal
                       highlight=False, emoji=False)
     console.print(head, style="bold" if color else None)
     console.print()
-    console.print(table)
+    if fast is None:
+        console.print(table)
+    else:
+        buf.write(fast)
     if with_totals:
         console.print()
     if with_totals:
         for line in lines:
             console.print(line)
     return "\n".join(s.rstrip() for s in buf.getvalue().splitlines()) + "\n"
+
+
+def _simple_table(
+    cells: list[tuple[str, ...]], styles: list[str | None], keep: list[int], layer_width: int | None, color: bool
+) -> str | None:
+    """The table exactly as rich draws it here (`SIMPLE_HEAD`, no edges), in linear time: rich
+    takes ~0.6 ms a row, minutes for a 100,000-layer network. None when a cell needs rich's
+    own layout (a line break, a control or wide character, no rows); a test compares the two."""
+    from rich.cells import cell_len
+
+    if not cells:
+        return None
+    cols = [(*COLUMNS[i], i) for i in keep]
+    for row in cells:
+        for i in keep:
+            c = row[i]
+            if not (c.isascii() or cell_len(c) == len(c)) or not c.isprintable():
+                return None
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for name, _, i in cols]
+    if layer_width is not None:
+        widths = [min(w, layer_width) if name == "layer" else w for w, (name, _, _) in zip(widths, cols)]
+
+    def line(values: list[str], bold: bool) -> str:
+        parts = []
+        for k, (v, w, (_, justify, _)) in enumerate(zip(values, widths, cols)):
+            if len(v) > w:
+                v = v[: w - 1] + "…"
+            v = v.rjust(w) if justify == "right" else v.ljust(w)
+            left, right = (" " if k else ""), (" " if k < len(cols) - 1 else "")
+            parts.append(f"\x1b[1m{left}\x1b[0m" * bool(left) + f"\x1b[1m{v}\x1b[0m" + f"\x1b[1m{right}\x1b[0m" * bool(right)
+                         if bold else left + v + right)
+        return " ".join(parts)
+
+    out = [line([name for name, _, _ in cols], color), "─" * (sum(widths) + _GAP * (len(cols) - 1))]
+    out += [line([row[i] for i in keep], style == "bold") for row, style in zip(cells, styles, strict=True)]
+    return "\n".join(out) + "\n"
 
 
 def to_json(net: ir.Network) -> dict[str, Any]:
@@ -319,6 +359,27 @@ def to_json(net: ir.Network) -> dict[str, Any]:
         ],
         "warnings": [w.render() for w in net.warnings],
     }
+
+
+def dumps(report: Any) -> str:
+    """Strict JSON text of a `to_json` report (or a list of them), indented, one line per layer:
+    as readable as `indent=2` and ~10x faster on 100,000 layers (rows use the C encoder)."""
+    import json
+    import re
+
+    rows: list[str] = []
+
+    def mark(r: Any) -> Any:
+        if isinstance(r, list):
+            return [mark(x) for x in r]
+        if isinstance(r, dict) and isinstance(r.get("layers"), list):
+            start = len(rows)
+            rows.extend(json.dumps(layer, allow_nan=False) for layer in r["layers"])
+            return {**r, "layers": [f"\0{k}" for k in range(start, len(rows))]}
+        return r
+
+    text = json.dumps(mark(report), indent=2, allow_nan=False)
+    return re.sub(r'"\\u0000(\d+)"', lambda m: rows[int(m[1])], text)
 
 
 def _rf_json(rf: ir.RF | None) -> dict[str, list[float]] | None:

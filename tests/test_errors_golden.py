@@ -68,7 +68,7 @@ def test_caret_lies_under_the_reported_column(
         assert re.match(rf"{re.escape(name)}\.cnn: error: ", lines[0])
         return
     line, col = int(m[1]), int(m[2])
-    source = (FIXTURES / f"{name}.cnn").read_text(encoding="utf-8").splitlines()[line - 1]
+    source = (FIXTURES / f"{name}.cnn").read_text(encoding="utf-8", errors="replace").splitlines()[line - 1]
     shown, caret = lines[1], lines[2]
     assert shown == "    " + source.strip()
     indent = len(source) - len(source.lstrip())

@@ -71,7 +71,7 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
     """Evaluate an integer/fraction expression exactly (`c*4`, `1/255`, `make_divisible(c*w, 8)`)."""
     match e:
         case ast.Num(value=v):
-            return v
+            return in_range(v, e)
         case ast.Func(name=name, args=args, kwargs=kwargs):
             fn = FUNCTIONS.get(name)
             if fn is None:
@@ -81,7 +81,7 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
                     hints=did_you_mean(name, FUNCTIONS)
                     or [f"the functions are {', '.join(f'`{f}`' for f in FUNCTIONS)}; a block call follows `->`"],
                 )
-            return fn.call(e, [evaluate(a, env) for a in args], {k: evaluate(v, env) for k, v in kwargs})
+            return in_range(fn.call(e, [evaluate(a, env) for a in args], {k: evaluate(v, env) for k, v in kwargs}), e)
         case ast.Var(name=n):
             if n not in env:
                 known = "the names here are the block's parameters: " + ", ".join(f"`{k}`" for k in env)
@@ -98,17 +98,26 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
             if op in ("/", "//") and b == 0:
                 raise ArgumentError("division by zero", e.span, hints=[f"`{expr_text(rhs)}` is 0 here"])
             r = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b if op == "/" else Fraction(a // b)
-            if abs(r.numerator) > MAX_VALUE or r.denominator > MAX_VALUE:
-                raise ArgumentError(
-                    f"`{expr_text(e)}` is out of range",
-                    e.span,
-                    hints=[f"values are at most {MAX_VALUE:.0e}, and fractions no finer than 1/{MAX_VALUE:.0e}"],
-                )
-            return r
+            return in_range(r, e)
     raise ArgumentError("expected a number", getattr(e, "span", None))
 
 
+# The one bound on numbers: literals (checked as they are parsed), every value an expression
+# computes, and the elements of every tensor shape. Nothing in a network needs more, and
+# bounded numbers keep every count and report finite.
 MAX_VALUE = 10**15
+RANGE_HINT = "numbers are at most 10^15 in size, and no finer than 10^-15"
+
+
+def out_of_range(v: Fraction | int) -> bool:
+    return abs(v.numerator) > MAX_VALUE or v.denominator > MAX_VALUE  # ints have both too
+
+
+def in_range(v: Fraction, e: ast.Expr) -> Fraction:
+    """`v`, the value of `e`; an `ArgumentError` at `e` when it is beyond `MAX_VALUE`."""
+    if out_of_range(v):
+        raise ArgumentError(f"`{expr_text(e)}` is out of range", getattr(e, "span", None), hints=[RANGE_HINT])
+    return v
 
 
 def _names_in_size(word: str, env: Env) -> str | None:

@@ -20,7 +20,21 @@ from fractions import Fraction
 
 from .. import ast, ir
 from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, ShapeError, did_you_mean
-from ..ops.base import FOREIGN_NAMES, FUNCTIONS, REGISTRY, Env, as_int, bind, evaluate, expr_text, fmt_num, lookup
+from ..ops.base import (
+    FOREIGN_NAMES,
+    FUNCTIONS,
+    MAX_VALUE,
+    REGISTRY,
+    Args,
+    Env,
+    Op,
+    as_int,
+    bind,
+    evaluate,
+    expr_text,
+    fmt_num,
+    lookup,
+)
 from ..shape import Shape
 
 
@@ -62,12 +76,12 @@ class _Expander:
                 )
             if b.name in REGISTRY:
                 raise CnnNameError(f"block `{b.name}` has the name of a layer", b.span, hints=["choose another name"])
-            names = [p.name for p in b.params]
-            dup = next((n for n in names if names.count(n) > 1), None)
+            dup = next((n for n, k in Counter(p.name for p in b.params).items() if k > 1), None)
             if dup:
                 raise ArgumentError(f"block `{b.name}` has two parameters named `{dup}`", b.span)
             self.blocks[b.name] = b
         self.stack: list[str] = []
+        self.bound: dict[tuple[int, tuple], tuple[Op, Args, str]] = {}
         self.sites: tuple[ir.Site, ...] = ()
         self.scopes: list[_Scope] = []
 
@@ -97,12 +111,8 @@ class _Expander:
                 out: list[ir.Node] = []
                 for i in range(n):
                     body = self.chain(it.body, env if it.index is None else {**env, it.index: Fraction(i)}, scope)
-                    if i == 0 and n * sum(1 for _ in ir.layers(body)) > MAX_LAYERS:
-                        raise ArgumentError(
-                            f"`repeat {n}` would make more than {MAX_LAYERS:,} layers",
-                            it.count.span,
-                            hints=["is the count a typo? Networks this deep do not fit in memory"],
-                        )
+                    if not body.items and it.index is None:
+                        break  # every round makes nothing (`repeat 0` inside): do not count to n
                     out.extend(body.items)
                 return out
             case ast.Residual():
@@ -161,9 +171,11 @@ class _Expander:
                 _op_span(it),
                 hints=[f"write `{it.op}({args})`, with no space before `(`"],
             )
-        op = lookup(it.op, _op_span(it))
-        args = bind(op, it, env)
-        text = " ".join([it.op, *(_arg_text(a, env) for a in it.args)])
+        key = (id(it), tuple(env.items()))  # a layer in a block or repeat is bound once per argument values
+        if key not in self.bound:
+            op = lookup(it.op, _op_span(it))
+            self.bound[key] = op, bind(op, it, env), " ".join([it.op, *(_arg_text(a, env) for a in it.args)])
+        op, args, text = self.bound[key]
         path = scope.name(op.name, it.alias, it.span)
         return ir.Layer(op=op.name, args=args, path=path, text=text, span=it.span, sites=self.sites)
 
@@ -196,39 +208,177 @@ class _Expander:
         return ir.Group(block=it.block, text=text, path=path, body=body, span=it.span)
 
     def _bind_call(self, b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
-        names = [p.name for p in b.params]
-        sig = f"{b.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in b.params) + ")"
-        if len(it.args) > len(names):
+        return bind_call(b, it, env)
+
+
+def bind_call(b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
+    """The environment of a call's block body: its parameters' values, in definition order."""
+    names = [p.name for p in b.params]
+    known = set(names)
+    sig = f"{b.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in b.params) + ")"
+    if len(it.args) > len(names):
+        raise ArgumentError(
+            f"`{b.name}` takes {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(it.args)}",
+            it.span,
+            notes=[f"`block {sig}` is defined at {b.span}"],
+        )
+    values: dict[str, Fraction] = {}
+    for p, e in zip(b.params, it.args):
+        values[p.name] = evaluate(e, env)
+    for k, e in it.kwargs:
+        if k not in known:
+            raise CnnNameError(f"`{b.name}` has no parameter `{k}`", it.span, hints=did_you_mean(k, names) or [f"it is defined as `block {sig}`"])
+        if k in values:
+            raise ArgumentError(f"`{k}` is given twice to `{b.name}`", it.span)
+        values[k] = evaluate(e, env)
+    inner: Env = {}
+    for p in b.params:
+        if p.name in values:
+            inner[p.name] = values[p.name]
+        elif p.default is not None:
+            inner[p.name] = evaluate(p.default, inner)
+        else:
             raise ArgumentError(
-                f"`{b.name}` takes {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(it.args)}",
+                f"`{b.name}` needs a value for `{p.name}`",
                 it.span,
                 notes=[f"`block {sig}` is defined at {b.span}"],
             )
-        values: dict[str, Fraction] = {}
-        for p, e in zip(b.params, it.args):
-            values[p.name] = evaluate(e, env)
-        for k, e in it.kwargs:
-            if k not in names:
-                raise CnnNameError(f"`{b.name}` has no parameter `{k}`", it.span, hints=did_you_mean(k, names) or [f"it is defined as `block {sig}`"])
-            if k in values:
-                raise ArgumentError(f"`{k}` is given twice to `{b.name}`", it.span)
-            values[k] = evaluate(e, env)
-        inner: Env = {}
-        for p in b.params:
-            if p.name in values:
-                inner[p.name] = values[p.name]
-            elif p.default is not None:
-                inner[p.name] = evaluate(p.default, inner)
-            else:
-                raise ArgumentError(
-                    f"`{b.name}` needs a value for `{p.name}`",
-                    it.span,
-                    notes=[f"`block {sig}` is defined at {b.span}"],
-                )
-        return inner
+    return inner
 
 
-MAX_LAYERS = 100_000  # a bound on what `repeat` may build, so a typo cannot hang the compiler
+# The bound on the expanded network: IR nodes (layers, merges, saves and block instances: the
+# rows of the table). `check_size` computes the size from the AST before anything is expanded.
+MAX_LAYERS = 1_000_000
+_MAX_WORK = 2 * MAX_LAYERS  # items the sizer may visit (memoised block bodies are free)
+
+
+class _TooBig(Exception):
+    """Sizing visited more than `_MAX_WORK` items: the size is beyond the bound."""
+
+
+class _Sizer:
+    """How many IR nodes expanding a chain makes, from the AST alone. A block body is sized once
+    per distinct argument values. What does not evaluate (a bad argument or count, an unknown
+    block, a cycle) counts 0 here: the expander reports it when it gets there."""
+
+    def __init__(self, blocks: dict[str, ast.BlockDef]) -> None:
+        self.blocks = blocks
+        self.memo: dict[tuple[str, tuple[Fraction, ...]], int] = {}
+        self.stack: list[str] = []
+        self.work = 0
+
+    def chain(self, c: ast.Chain, env: Env) -> int:
+        return sum(self.item(it, env) for it in c.items)
+
+    def item(self, it: ast.Item, env: Env) -> int:
+        self.work += 1
+        if self.work > _MAX_WORK:
+            raise _TooBig
+        match it:
+            case ast.Call():
+                return 1 + self.call(it, env)
+            case ast.Repeat():
+                return self.repeat(it, env)
+            case ast.Residual():
+                return 1 + self.chain(it.body, env) + (self.chain(it.project, env) if it.project is not None else 0)
+            case ast.Branches():
+                return 1 + sum(self.chain(b, env) for b in it.branches)
+        return 1
+
+    def call(self, it: ast.Call, env: Env) -> int:
+        b = self.blocks.get(it.block)
+        if b is None or it.block in self.stack:
+            return 0
+        try:
+            inner = bind_call(b, it, env)
+        except CnnError:
+            return 0
+        key = (b.name, tuple(inner.values()))
+        if key not in self.memo:
+            self.stack.append(b.name)
+            try:
+                self.memo[key] = self.chain(b.body, inner)
+            finally:
+                self.stack.pop()
+        return self.memo[key]
+
+    def repeat(self, it: ast.Repeat, env: Env) -> int:
+        try:
+            n = as_int(evaluate(it.count, env), it.count.span, "the repeat count", it.count)
+        except CnnError:
+            return 0
+        if n <= 0 or it.index is not None and it.index in env:
+            return 0
+        if it.index is None or not _sizes_use(it.body, it.index):
+            return n * self.chain(it.body, env if it.index is None else {**env, it.index: Fraction(0)})
+        total = 0
+        for i in range(n):  # the index changes counts or block arguments inside: size each round
+            total += self.chain(it.body, {**env, it.index: Fraction(i)})
+            if total > MAX_LAYERS or i >= MAX_LAYERS:
+                return max(total, MAX_LAYERS + 1)
+        return total
+
+
+def _sizes_use(c: ast.Chain, name: str) -> bool:
+    """Whether `name` appears in a repeat count or block-call argument in `c` (what sizes depend on)."""
+    env = {name: Fraction(0)}
+    for it in c.items:
+        match it:
+            case ast.Repeat():
+                if _has_var(it.count, env) or _sizes_use(it.body, name):
+                    return True
+            case ast.Call():
+                if any(_has_var(a, env) for a in it.args) or any(_has_var(v, env) for _, v in it.kwargs):
+                    return True
+            case ast.Residual():
+                if _sizes_use(it.body, name) or it.project is not None and _sizes_use(it.project, name):
+                    return True
+            case ast.Branches():
+                if any(_sizes_use(b, name) for b in it.branches):
+                    return True
+    return False
+
+
+def check_size(chain: ast.Chain, blocks: dict[str, ast.BlockDef]) -> None:
+    """Refuse, before expanding, a network that would expand to more than `MAX_LAYERS` nodes,
+    at the first item of the top chain that takes it over (a call, a repeat, a branch)."""
+    sizer = _Sizer(blocks)
+    total = 0
+    for it in chain.items:
+        try:
+            size = sizer.item(it, {})
+        except _TooBig:
+            size = None
+        if size is not None and total + size <= MAX_LAYERS:
+            total += size
+            continue
+        span = it.count.span if isinstance(it, ast.Repeat) else it.span
+        notes = ["layers, merges, saves and block instances count; the size is worked out before expanding"]
+        if size is None or size > MAX_LAYERS:
+            shown = f"{size:,}" if size is not None else f"more than {MAX_LAYERS:,}"
+            message = f"{_what(it)} would expand to {shown} layers, over the limit of {MAX_LAYERS:,}"
+        else:
+            message = f"the network would reach {total + size:,} layers here, over the limit of {MAX_LAYERS:,}"
+            notes.insert(0, f"{_what(it)} adds {size:,} to the {total:,} before it")
+        raise ArgumentError(
+            message,
+            span,
+            notes=notes,
+            hints=["is a repeat count or a nesting of blocks a typo? Split a network this large into several specs"],
+        )
+
+
+def _what(it: ast.Item) -> str:
+    match it:
+        case ast.Call():
+            return f"`{it.text}`"
+        case ast.Repeat():
+            return f"`repeat {expr_text(it.count)}`"
+        case ast.Residual():
+            return "`residual`"
+        case ast.Branches():
+            return f"`{it.kind}`"
+    return "this"
 
 
 def _op_span(it: ast.Layer):
@@ -286,7 +436,14 @@ def input_shape(spec: ast.ShapeSpec) -> Shape:
         raise ShapeError(f"input sizes must be >= 1, got {Shape(d, dims)}", spec.span)
     if len(dims) > 3:
         raise ShapeError(f"inputs have at most 3 spatial axes, got {len(dims)}", spec.span)
-    return Shape(d, dims)
+    x = Shape(d, dims)
+    if x.size > MAX_VALUE:
+        raise ShapeError(
+            f"the input {x} has {x.size:,} values per example, more than 10^15",
+            spec.span,
+            hints=["is a size a typo? A tensor this large cannot be computed"],
+        )
+    return x
 
 
 def expand(module: ast.Module, source) -> ir.Network:
@@ -308,7 +465,9 @@ def expand(module: ast.Module, source) -> ir.Network:
             hints=["write the layers after the `input` line, joined by `->`"],
         )
     x = input_shape(module.input)
-    body = _Expander(module).chain(module.chain, {}, _Scope(()))
+    expander = _Expander(module)
+    check_size(module.chain, expander.blocks)
+    body = expander.chain(module.chain, {}, _Scope(()))
     return ir.Network(
         name=module.name or _stem(source.path),
         input=x,

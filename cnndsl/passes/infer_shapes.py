@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 
 from .. import ir
-from ..errors import CnnError
+from ..errors import CnnError, ShapeError
 from ..ops import MERGES, REGISTRY
-from ..ops.base import ShapeCtx
+from ..ops.base import MAX_VALUE, ShapeCtx
 from ..shape import Shape
 from .dataflow import Walker
 
@@ -25,6 +25,8 @@ class _Infer(Walker[Value]):
         ctx = ShapeCtx(span=n.span, text=n.text, producer=producer, x=shape)
         try:
             y = REGISTRY[n.op].infer(n.args, shape, ctx)
+            if y.size > MAX_VALUE:
+                raise ctx.error(_too_big(f"`{n.text}`", y), "check the sizes and factors that lead here: a tensor this large cannot be computed")
         except CnnError as e:
             e.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)]
             raise
@@ -33,6 +35,8 @@ class _Infer(Walker[Value]):
     def merge(self, n, xs, labels):
         try:
             y = MERGES[n.kind].infer([s for s, _ in xs], labels, n.span, residual=getattr(n, "residual", False))
+            if y.size > MAX_VALUE:
+                raise ShapeError(_too_big(f"`{n.kind}`", y), n.span, notes=[f"its inputs are {', '.join(str(s) for s, _ in xs)}"])
         except CnnError as e:
             e.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)]
             raise
@@ -43,6 +47,10 @@ class _Infer(Walker[Value]):
 
     def group(self, n, x):
         return dataclasses.replace(n, y=x[0])
+
+
+def _too_big(what: str, y: Shape) -> str:
+    return f"{what} would output {y}: {y.size:,} values per example, more than 10^15"
 
 
 def _who(n: ir.Layer) -> str:

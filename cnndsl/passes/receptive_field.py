@@ -12,9 +12,9 @@ import dataclasses
 from fractions import Fraction
 
 from .. import ir
-from ..errors import CnnWarning
+from ..errors import CnnWarning, ShapeError
 from ..ops import REGISTRY
-from ..ops.base import COLLAPSE, IDENTITY
+from ..ops.base import COLLAPSE, IDENTITY, out_of_range
 from .dataflow import Walker
 
 
@@ -36,6 +36,13 @@ class _Trace(Walker["ir.RF | None"]):
                 jump=tuple(j * s for j, s in zip(x.jump, w.stride)),
                 start=tuple(st + (Fraction(k - 1, 2) - p) * j for st, k, p, j in zip(x.start, w.kernel, w.pad, x.jump)),
             )
+            if any(out_of_range(v) for v in (*y.size, *y.jump)):
+                raise ShapeError(
+                    f"`{n.text}`: the receptive field grows past 10^15 input pixels here (jump {_fmt(y.jump)})",
+                    n.span,
+                    notes=[f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)],
+                    hints=["a stride larger than its input leaves one output pixel: use `gap` or a smaller stride"],
+                )
         return dataclasses.replace(n, rf=y), y
 
     def merge(self, n, xs, labels):
