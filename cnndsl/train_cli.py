@@ -64,12 +64,16 @@ def register(sub: Any) -> None:
     run.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True, help="write history.png")
     run.add_argument("--quiet", action="store_true", help="print nothing")
     comp = t.add_argument_group("computation (how, not what: results agree within float tolerance)")
-    comp.add_argument("--remat", action="store_true", help="recompute block activations in the backward pass (less memory)")
+    comp.add_argument(
+        "--remat", action="store_true", help="recompute block activations in the backward pass (less memory)"
+    )
     comp.add_argument(
         "--dtype", choices=("float32", "bfloat16"), default="float32",
         help="compute convolutions and dense layers in bfloat16, accumulating in float32",
     )  # fmt: skip
-    comp.add_argument("--autotune", action="store_true", help="time the network's lowering choices once at this batch (cached)")
+    comp.add_argument(
+        "--autotune", action="store_true", help="time the network's lowering choices once at this batch (cached)"
+    )
     settings = t.add_argument_group("settings (override the file's train section)")
     for s in SETTINGS.values():
         flag = "--" + s.name.replace("_", "-")
@@ -88,7 +92,9 @@ def register(sub: Any) -> None:
     _spec_change_arg(p)
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--resize", type=int, metavar="N", help="resize the short side to N first (bilinear), as torchvision")
+    p.add_argument(
+        "--resize", type=int, metavar="N", help="resize the short side to N first (bilinear), as torchvision"
+    )
     p.add_argument("--crop", type=int, metavar="M", help="then centre-crop M x M (torchvision's eval transform)")
     _inference_args(p)
     p.set_defaults(func=cmd_predict)
@@ -181,7 +187,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.resize is not None or args.crop is not None:  # torchvision's eval transform, as lossless PNGs
         from .interop.preprocess import transformed_files
 
-        tmp, images = transformed_files(images, args.resize, args.crop, channels=net.input.depth, size=net.input.spatial)
+        tmp, images = transformed_files(
+            images, args.resize, args.crop, channels=net.input.depth, size=net.input.spatial
+        )
     preds = predict(
         net,
         args.weights,

@@ -479,7 +479,9 @@ class _Run:
                     self.stopped = "interrupted"
                     break
                 if cfg.crop or cfg.flip:
-                    xb = augment(xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill)
+                    xb = augment(
+                        xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill
+                    )
                 self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_batch(xb, yb))
                 self.host_step += 1
                 done = b + 1

@@ -3,7 +3,6 @@ try; non-finite weights are never saved as `latest` or `best`; predict and eval 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -117,7 +117,7 @@ DAMAGE = [
     # (what is done to meta.json, the words the error must contain)
     (lambda d: d.pop("step"), "meta.json lacks step"),
     (lambda d: d.update(surprise=1), "unexpected keys 'surprise'"),
-    (lambda d: d.update(step="twenty"), "`step` should be a whole number >= 0, not \"twenty\""),
+    (lambda d: d.update(step="twenty"), '`step` should be a whole number >= 0, not "twenty"'),
     (lambda d: d.update(keys=[1]), "`keys` should be an object of strings"),
     (lambda d: d["meta"].update(epoch="1"), "`meta.epoch` should be a whole number >= 0, not '1'"),
     (lambda d: d["meta"].pop("config"), "`meta.config` is missing"),

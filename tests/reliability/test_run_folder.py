@@ -61,7 +61,9 @@ def test_a_folder_of_another_tool_is_refused_and_left_alone(spec: Path, tmp_path
         assert main(["train", str(spec), "--out", str(out), "--max-steps", "1", *extra]) == 2
         err = capsys.readouterr().err
         assert "holds files that cnndsl did not write: checkpoints/, notes.txt" in err
-        assert "pick another (new or empty) folder" in err and "`--overwrite` only replaces a previous cnndsl run" in err
+        assert (
+            "pick another (new or empty) folder" in err and "`--overwrite` only replaces a previous cnndsl run" in err
+        )
     assert {p: p.read_bytes() for p in files} == files
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "notes.txt"]  # no lock, no manifest left
     assert main(["train", str(spec), "--out", str(out), "--resume"]) == 2
@@ -93,7 +95,9 @@ def test_a_second_run_fails_at_once_naming_the_holder(spec: Path, tmp_path: Path
     holder.open(fresh=True, overwrite=False)
     try:
         t = time.monotonic()
-        with pytest.raises(ArgumentError, match=rf"is in use by another `cnndsl train` \(pid {os.getpid()} on .*started 20"):
+        with pytest.raises(
+            ArgumentError, match=rf"is in use by another `cnndsl train` \(pid {os.getpid()} on .*started 20"
+        ):
             train(spec, out=out, quiet=True, max_steps=1)
         assert time.monotonic() - t < 5  # at once: before data loading and compilation
         with pytest.raises(ArgumentError, match="in use"):
@@ -127,7 +131,7 @@ def test_the_os_releases_the_lock_of_a_killed_run(tmp_path: Path) -> None:
 def test_an_unwritable_out_fails_before_data_and_compilation(
     spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    import cnndsl.training.loop as loop
+    from cnndsl.training import loop
 
     def no_data(*a, **k):
         raise AssertionError("data was loaded before the folder was checked")
