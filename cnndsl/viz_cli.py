@@ -82,7 +82,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     _write_atomic(Path(args.out), data)
     kernels = sum(p.kind == "filters" for p in ps)
     print(
-        f"wrote {args.out}: the input, {kernels} kernel panel{'s' * (kernels != 1)}, "
+        f"wrote {args.out} ({source}): the input, {kernels} kernel panel{'s' * (kernels != 1)}, "
         f"{sum(p.kind == 'maps' for p in ps)} layers of feature maps",
         file=sys.stderr,
     )

@@ -71,7 +71,7 @@ def test_cli_writes_a_png(tmp_path: Path, capsys) -> None:
     out = tmp_path / "maps.png"
     status, stdout, err = run(["viz", str(spec), str(picture(tmp_path)), "-o", str(out)], capsys)
     assert (status, stdout) == (0, "")
-    assert err == f"wrote {out}: the input, 2 kernel panels, 6 layers of feature maps\n"
+    assert err == f"wrote {out} (initial weights): the input, 2 kernel panels, 6 layers of feature maps\n"
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] == 1000 and im.size[1] > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.png", "square.png", "tiny.cnn"]
@@ -99,3 +99,26 @@ def test_cli_missing_image(tmp_path: Path, capsys) -> None:
     path.write_text(SPEC + "\n", encoding="utf-8")
     status, _, err = run(["viz", str(path), str(tmp_path / "nope.png")], capsys)
     assert status == 2 and f"no image `{tmp_path / 'nope.png'}`" in err
+
+
+def test_cli_with_weights_draws_the_trained_values(tmp_path: Path, capsys, monkeypatch) -> None:
+    from cnndsl import viz
+    from cnndsl.checkpoint import save_checkpoint
+
+    spec = tmp_path / "tiny.cnn"
+    spec.write_text(SPEC + "\n", encoding="utf-8")
+    net = cnndsl.load(spec)
+    variables = net.init(jax.random.key(1))
+    variables["params"]["conv1"]["kernel"] = np.full((3, 3, 2, 4), 0.5, np.float32)
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints", variables, step=1, meta={"spec": SPEC + "\n"})
+    drawn: list = []
+    real = viz.panels
+    monkeypatch.setattr(viz, "panels", lambda *a, **k: drawn.extend(real(*a, **k)) or drawn)
+    out = tmp_path / "maps.png"
+    status, _, err = run(
+        ["viz", str(spec), str(picture(tmp_path)), "--weights", str(tmp_path / "run"), "-o", str(out)], capsys
+    )
+    assert status == 0, err
+    assert err.startswith(f"wrote {out} (weights {ckpt}")
+    conv = next(p for p in drawn if p.kind == "filters" and p.title.startswith("conv1"))
+    np.testing.assert_array_equal(conv.images, np.full((4, 3, 3), 0.5))  # the checkpoint's kernel, not a fresh one
