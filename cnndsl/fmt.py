@@ -317,7 +317,8 @@ class _Layout:
         out_lines: list[str] = []
         where: dict[int, int] = {}  # anchor id -> output line
         first: dict[int, int] = {}  # output line -> the anchor printed first on it
-        for k, ln in enumerate(marked.rstrip("\n").split("\n")):
+        body = marked.rstrip("\n")
+        for k, ln in enumerate(body.split("\n") if body else []):
             for m in _MARKER.finditer(ln):
                 where[int(m[1])] = k
                 first.setdefault(k, int(m[1]))
@@ -365,4 +366,4 @@ class _Layout:
                 width = max(width, len(code) + 2)
                 code = code.ljust(width) + "  ".join(c.text for c in cs)
             emit(code, source_line)
-        return "\n".join(result) + "\n"
+        return "\n".join(result) + "\n" if result else ""
