@@ -35,7 +35,23 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
                     partial = later(partial)
                 e.partial = partial  # type: ignore[attr-defined]
             raise e.with_source(source) from None
+    try:
+        net = _check_train(net)
+    except CnnError as e:
+        raise e.with_source(source) from None
     return dataclasses.replace(net, warnings=tuple(w.with_source(source) for w in net.warnings))
+
+
+def _check_train(net: ir.Network) -> ir.Network:
+    """The `train { ... }` section checked as `cnndsl train` reads it (settings, values, the
+    data spec's form), its `freeze` patterns against the layers: `compile` checks the whole file."""
+    settings = getattr(net.ast, "train", ())
+    if not settings:
+        return net
+    from .training.config import check_train_section  # no JAX: the settings table only
+
+    found = check_train_section(settings, ((n.name, n.params) for n in ir.layers(net.body)))
+    return dataclasses.replace(net, warnings=(*net.warnings, *found)) if found else net
 
 
 def compile_file(path: str | Path) -> ir.Network:

@@ -24,7 +24,7 @@ from fractions import Fraction
 from typing import Any
 
 from .. import ast
-from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, Span, did_you_mean
+from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, CnnWarning, Span, did_you_mean
 
 # Optimizers and their keyword arguments with defaults (`lr` first: a positional argument).
 OPTIMIZERS: dict[str, dict[str, float | bool]] = {
@@ -332,8 +332,46 @@ class SettingDef:
     raw_cli: bool = False  # the CLI text is taken as it is (paths, patterns)
 
 
+DATA_KINDS = ("digits", "mnist", "fashion-mnist")
+# Suffixes of data files that are not read (only `.npz` archives are): a spec naming one is a mistake of form.
+_UNREAD_DATA_SUFFIXES = (".npy", ".csv", ".pt", ".pth", ".pkl", ".pickle", ".h5", ".hdf5", ".mat", ".parquet")
+_DATA_FORMS = 'a data set: `digits`, "mnist:DIR", "fashion-mnist:DIR", "FILE.npz" or "DIR"'
+
+
 def _read_data(v: Any, w: _Where) -> dict[str, Any]:
-    return {"data": _text(v, w, 'a data set: `digits`, "mnist:DIR", "fashion-mnist:DIR", "FILE.npz" or "DIR"')}
+    return {"data": check_data_form(_text(v, w, _DATA_FORMS), v, w)}
+
+
+def check_data_form(spec: str, node: Any, w: _Where) -> str:
+    """`spec` when its form is one `load_dataset` reads. Only the form is checked (the folder
+    may exist only where training runs): an empty spec, `digits:...`, a misspelt kind before
+    a colon (`mnsit:DIR`) and a data file of a kind never read (`x.npy`) are errors."""
+    forms = ["data can be " + _DATA_FORMS.removeprefix("a data set: ")]
+    if not spec.strip():
+        raise w.error(ArgumentError, "`data` is empty", node, notes=forms)
+    kind, colon, _rest = spec.partition(":")
+    if colon and kind == "digits":
+        raise w.error(
+            ArgumentError,
+            f"`digits` takes no folder, got `{spec}`",
+            node,
+            notes=["`digits` is scikit-learn's built-in 8x8 digits"],
+            hints=["write `data = digits`"],
+        )
+    if colon and kind not in DATA_KINDS and len(kind) > 1 and "/" not in kind and "\\" not in kind:
+        near = did_you_mean(kind, DATA_KINDS)
+        if near:  # `mnsit:DIR`; a one-letter `C:` (a drive) or a path is left to the loader
+            raise w.error(CnnNameError, f"unknown data set `{kind}` in `{spec}`", node, notes=forms, hints=near)
+    suffix = "." + spec.rsplit(".", 1)[-1].lower() if "." in spec.rsplit("/", 1)[-1] else ""
+    if suffix in _UNREAD_DATA_SUFFIXES:
+        raise w.error(
+            ArgumentError,
+            f"`{spec}`: `{suffix}` files are not read as data",
+            node,
+            notes=forms,
+            hints=["save the arrays with `np.savez(\"data.npz\", x=images, y=labels)` and give the `.npz`"],
+        )
+    return spec
 
 
 def _read_classes(v: Any, w: _Where) -> dict[str, Any]:
@@ -583,6 +621,53 @@ def settings_to_config(settings: Iterable[ast.Setting], base: TrainConfig | None
             hints=["keep one of them"],
         )
     return cfg
+
+
+def check_train_section(settings: Iterable[ast.Setting], layers: Iterable[tuple[str, int]]) -> list[CnnWarning]:
+    """What `cnndsl compile` checks of a `train { ... }` section, without loading data or JAX:
+    every setting and value as `settings_to_config` reads them (raising its `CnnError`s), and
+    the `freeze` patterns against the network's layers `(name, trainable parameters)`. A
+    pattern that matches no layer with parameters is a warning here (training refuses it)."""
+    settings = tuple(settings)
+    cfg = settings_to_config(settings)
+    where = next((s for s in settings if s.key == "freeze"), None)
+    if where is None or not cfg.freeze:
+        return []
+    layers = list(layers)
+    trainable = [name for name, params in layers if params > 0]
+    warnings: list[CnnWarning] = []
+    for pattern in cfg.freeze:
+        if not any(_freeze_matches(pattern, name) for name in trainable):
+            empty = [name for name, _ in layers if _freeze_matches(pattern, name)]
+            note = (
+                f"`{empty[0]}`" + (f" and {len(empty) - 1} more have" if len(empty) > 1 else " has") + " no trainable parameters"
+                if empty
+                else "layers with parameters: "
+                + ", ".join(trainable[:12])
+                + (f" and {len(trainable) - 12} more" if len(trainable) > 12 else "")
+            )
+            warnings.append(
+                CnnWarning(
+                    f"`freeze` pattern `{pattern}` matches no layer with parameters",
+                    where.span,
+                    notes=[note],
+                    hints=did_you_mean(pattern, trainable)
+                    or ["patterns are layer names or globs over dotted paths: `conv1`, `conv*`, `stage1.*`"],
+                )
+            )
+    return warnings
+
+
+def _freeze_matches(pattern: str, layer: str) -> bool:
+    """As `transfer.freeze_mask` matches: the pattern names the layer, a scope above it, or
+    an array inside it (`conv1.bias`)."""
+    import fnmatch
+
+    parts = layer.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(p, pattern) for p in prefixes) or fnmatch.fnmatchcase(layer + ".x", pattern) or (
+        pattern.startswith(layer + ".") and "." not in pattern[len(layer) + 1 :]
+    )
 
 
 def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, str | Any]) -> TrainConfig:
