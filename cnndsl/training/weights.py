@@ -53,16 +53,6 @@ def load_weights(
     if not isinstance(ck.tree, dict) or "params" not in ck.tree:
         raise DataError(f"`{ck.path}` holds no network weights (no `params`)")
     meta = check_run_meta(ck.meta, ck.path, net, resume=False)
-    changes = spec_changes(meta["spec"], net) if isinstance(meta.get("spec"), str) else []
-    if changes and not allow_changed_spec:
-        raise ArgumentError(
-            f"`{net.ir.source.path}` is not the network that the weights in `{ck.path}` were trained with",
-            notes=["changed since training:", *changes],
-            hints=[
-                "use the spec the weights were trained with (the checkpoint keeps its text: meta.json `spec`)",
-                "or pass `--allow-changed-spec` to use these weights with this spec where they still fit",
-            ],
-        )
     check_finite(ck.tree, ck.path)
     fresh = net.init(jax.random.key(0) if key is None else key)
     variables, report = transfer(ck.tree, fresh)
@@ -81,6 +71,17 @@ def load_weights(
             hints=[
                 "use the spec the weights were trained with",
                 "to reuse some layers in a new spec, train it with `init=`",
+            ],
+        )
+    # The weights fit; is it the network they were trained with (relu edited to tanh fits too)?
+    changes = spec_changes(meta["spec"], net) if isinstance(meta.get("spec"), str) else []
+    if changes and not allow_changed_spec:
+        raise ArgumentError(
+            f"`{net.ir.source.path}` is not the network that the weights in `{ck.path}` were trained with",
+            notes=["changed since training:", *changes],
+            hints=[
+                "use the spec the weights were trained with (the checkpoint keeps its text: meta.json `spec`)",
+                "or pass `--allow-changed-spec` to use these weights with this spec (they fit)",
             ],
         )
     return variables, {**meta, "checkpoint": str(ck.path), "step": ck.step, "spec_changes": changes}
