@@ -70,3 +70,72 @@ def test_every_setting_of_the_table_is_accepted_by_compile() -> None:
     assert set(values) == set(SETTINGS)
     body = "\n".join(f"  {k} = {v}" for k, v in values.items() if k != "lr")
     assert compile_train(body).warnings == ()
+
+
+# --- lowering overrides (issue 13, item 2): checked once, before tracing -----------------
+LOWERED = "input 3@16x16\nconv 8@3x3 p1 -> relu -> conv 8@5x5 p2 -> bn -> conv 8@3x3 s2 -> gap -> dense 10"
+
+
+@pytest.mark.parametrize(
+    ("lowering", "cls", "message", "hint"),
+    [
+        ({"conv2": "winogradd"}, CnnNameError, "unknown lowering `winogradd` for `conv2`", "did you mean `winograd`?"),
+        ({"conv9": "xla"}, CnnNameError, "`lowering` names no layer `conv9`", "did you mean `conv3` or `conv2` or `conv1`?"),
+        ({"*": "bogus"}, CnnNameError, "unknown lowering `bogus` for `*`", None),
+        (
+            {"relu1": "winograd"},
+            ArgumentError,
+            "lowering `winograd` does not apply to `relu1` (`relu`): `relu` has `xla`",
+            "leave `relu1` out of `lowering` for its default (`xla` here)",
+        ),
+        (
+            {"conv2": "winograd"},
+            ArgumentError,
+            "lowering `winograd` cannot compute `conv2` (`conv 8@5x5 p2`, input 8@16x16): it would fall back silently",
+            "choose one of those, or leave `conv2` to its default",
+        ),
+        ({"*": "dot", "bn1": "shift"}, ArgumentError, "lowering `shift` does not apply to `bn1`", None),
+        ("xla", ArgumentError, "`lowering` is a dict {layer name: lowering}, got str", None),
+    ],
+)
+def test_bad_lowering_overrides_are_errors(lowering, cls, message, hint) -> None:
+    import jax
+
+    import cnndsl
+
+    net = cnndsl.loads(LOWERED)
+    with pytest.raises(cls) as e:
+        net.functional(jax.random.key(0), lowering=lowering)
+    assert e.value.message.startswith(message)
+    assert hint is None or hint in e.value.hints
+
+
+def test_why_a_lowering_does_not_apply_is_said() -> None:
+    import jax
+
+    import cnndsl
+
+    net = cnndsl.loads(LOWERED)
+    with pytest.raises(ArgumentError) as e:
+        net.functional(jax.random.key(0), lowering={"conv3": "winograd"})
+    assert e.value.notes[0] == "`winograd` computes only: 2-D, 3x3, stride 1, dilation 1, groups 1"
+    assert "`xla`" in e.value.notes[1] and "`winograd`" not in e.value.notes[1]
+
+
+def test_forward_checks_before_tracing_and_good_overrides_run() -> None:
+    """`forward(..., lowering=)` refuses before any layer is traced (also under `jax.jit`);
+    `"*"` with a lowering some layers lack, and a named lowering that applies, run."""
+    import jax
+    import numpy as np
+
+    import cnndsl
+    from cnndsl.backends.jax import forward
+
+    net = cnndsl.loads(LOWERED)
+    v, apply = net.functional(jax.random.key(0), lowering={"*": "winograd", "conv1": "patches", "bn1": "dot"})
+    x = np.zeros((1, 16, 16, 3), np.float32)
+    assert apply(v, x).shape == (1, 10)
+    seen = []
+    with pytest.raises(CnnNameError):
+        jax.jit(lambda v, x: forward(net.ir, v, x, lowering={"conv1": "xlaa"}, observe=lambda n, y: seen.append(n))[0])(v, x)
+    assert seen == []

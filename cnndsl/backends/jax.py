@@ -25,7 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from .. import ir  # noqa: E402
-from ..errors import ArgumentError, ShapeError  # noqa: E402
+from ..errors import ArgumentError, CnnNameError, ShapeError, did_you_mean  # noqa: E402
 from ..ops import MERGES, REGISTRY  # noqa: E402
 from ..ops.base import ApplyCtx  # noqa: E402
 from ..passes.dataflow import Walker  # noqa: E402
@@ -203,10 +203,99 @@ def forward(
     features in training as at test time.
     """
     _check_input(net, x)
+    check_lowering(net, lowering)
     skip = final_activation(net) if logits else None
     walker = _Forward(variables, train, key, skip, dropout, observe, lowering, remat, dtype, frozenset(frozen))
     _, y = walker.run(net.body, x)
     return y, walker.updates
+
+
+def check_lowering(net: ir.Network, lowering: Any) -> None:
+    """Refuse an override `{layer name or "*": lowering}` that would be ignored: an unknown
+    layer or lowering (did you mean), a lowering the named layer's op does not have, or one
+    that does not compute this layer (`Op.candidate_lowerings`: it would silently fall back).
+    `"*"` needs a lowering some layer has; layers without it keep their default. Runs in
+    Python before tracing (under `jax.jit` once per trace, never per step)."""
+    if not lowering:
+        return
+    if not isinstance(lowering, dict):
+        raise ArgumentError(
+            f"`lowering` is a dict {{layer name: lowering}}, got {type(lowering).__name__}",
+            hints=['e.g. `lowering={"conv2": "xla"}` or `lowering={"*": "xla"}`'],
+        )
+    layers = {n.name: n for n in ir.layers(net.body)}
+    declared: dict[str, list[str]] = {}  # every lowering of any op -> the ops that have it
+    for op in REGISTRY.values():
+        for impl in op.lowerings:
+            declared.setdefault(impl, []).append(op.name)
+    used = sorted({impl for n in layers.values() for impl in REGISTRY[n.op].lowerings})
+    for name, impl in lowering.items():
+        if not isinstance(name, str) or not isinstance(impl, str):
+            raise ArgumentError(
+                f"`lowering` maps layer names to lowering names (text), got {name!r}: {impl!r}",
+                hints=['e.g. `lowering={"conv2": "xla"}`'],
+            )
+        if name != "*" and name not in layers:
+            raise CnnNameError(
+                f"`lowering` names no layer `{name}`",
+                notes=["the network's layers: " + _listed(list(layers))],
+                hints=did_you_mean(name, [*layers, "*"]) or ['`"*"` sets every layer that has the lowering'],
+            )
+        if impl not in declared:
+            raise CnnNameError(
+                f"unknown lowering `{impl}` for `{name}`",
+                notes=["lowerings: " + ", ".join(f"`{k}`" for k in sorted(declared))],
+                hints=did_you_mean(impl, declared),
+            )
+        if name == "*":
+            if impl not in used:
+                raise ArgumentError(
+                    f'`lowering={{"*": "{impl}"}}`: no layer of `{net.name}` has the lowering `{impl}`',
+                    notes=[_owners(impl, declared), "this network's layers have " + ", ".join(f"`{k}`" for k in used)],
+                )
+            continue
+        n = layers[name]
+        op = REGISTRY[n.op]
+        if impl not in op.lowerings:
+            raise ArgumentError(
+                f"lowering `{impl}` does not apply to `{name}` (`{n.text}`): `{n.op}` has "
+                + " and ".join(f"`{k}`" for k in op.lowerings),
+                notes=[_owners(impl, declared)],
+                hints=[f"leave `{name}` out of `lowering` for its default (`{op.lowerings[0]}` here)"]
+                if len(op.lowerings) == 1
+                else ["choose one of " + ", ".join(f"`{k}`" for k in op.lowerings)],
+            )
+        applies = {k for train in (False, True) for k in op.candidate_lowerings(n.args, n.x, n.y, train)}
+        if impl not in applies:
+            raise ArgumentError(
+                f"lowering `{impl}` cannot compute `{name}` (`{n.text}`, input {n.x}): it would fall back silently",
+                notes=[_why_not(op, n, impl), "lowerings that compute it: " + ", ".join(f"`{k}`" for k in sorted(applies))],
+                hints=[f"choose one of those, or leave `{name}` to its default"],
+            )
+
+
+def _why_not(op: Any, n: ir.Layer, impl: str) -> str:
+    """Why `impl`, a lowering of `op`, does not compute layer `n` (from what the op declares)."""
+    if impl == "onednn":
+        from . import onednn
+
+        ok, reason = onednn.available()
+        return f"oneDNN runs 2-D layers only; this one is {n.x.rank}-D" if ok else f"the oneDNN kernel is not available: {reason}"
+    groups = getattr(op, "_groups", None)
+    if groups is not None and groups(n.args, n.x) != 1:
+        return f"grouped convolutions (groups={groups(n.args, n.x)}) run by XLA's convolution (or oneDNN) only"
+    check = getattr(op, f"{impl}_ok", None)
+    if check is not None and check.__doc__:  # e.g. `winograd_ok`: "`conv_winograd` computes this layer: 2-D, 3x3, ..."
+        return f"`{impl}` computes only: " + check.__doc__.strip().rstrip(".").rpartition(": ")[2]
+    return f"`{impl}` does not compute `{n.op}` for this input shape and these options"
+
+
+def _owners(impl: str, declared: dict[str, list[str]]) -> str:
+    return f"`{impl}` is a lowering of " + ", ".join(f"`{o}`" for o in sorted(declared[impl]))
+
+
+def _listed(names: list[str], most: int = 12) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _check_input(net: ir.Network, x: jax.Array) -> None:
@@ -235,6 +324,7 @@ def functional(
     dtype: Any = None,
 ) -> tuple[dict, Callable[..., Any]]:
     """A pure (variables, apply) pair for plain JAX: jit, grad and vmap work on `apply`."""
+    check_lowering(net, lowering)  # here, before anything is traced or initialised
     variables = init_variables(net, key)
 
     def apply(variables: dict, x: jax.Array, *, train: bool = False, key: jax.Array | None = None, logits: bool = False):
