@@ -31,8 +31,11 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
         except CnnError as e:
             partial = getattr(e, "partial", None)
             if isinstance(partial, ir.Network):
-                for later in PASSES[i + 1 :]:
-                    partial = later(partial)
+                try:
+                    for later in PASSES[i + 1 :]:
+                        partial = later(partial)
+                except CnnError:
+                    pass  # a later pass fails on the partial network too: report the first error
                 e.partial = partial  # type: ignore[attr-defined]
             raise e.with_source(source) from None
     try:

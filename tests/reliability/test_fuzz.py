@@ -2,16 +2,24 @@
 either compile or raise `cnndsl.CnnError` (never another exception), and every message
 renders with a position inside the text. The CLI never shows a traceback.
 
-Runs are derandomized (the same examples every time) so the suite is stable; for a longer,
-random hunt set `CNNDSL_FUZZ_EXAMPLES=5000`.
+`test_mutations` runs 10,000 token mutations of the example networks and the golden error
+fixtures in the default run (under a minute of CPU); the longer hunt is
+
+    CNNDSL_FUZZ_N=100000 python -m pytest tests/reliability/test_fuzz.py -k mutations
+
+(`CNNDSL_FUZZ_SEED` picks another sequence). The hypothesis tests are derandomized (the same
+examples every time) so the suite is stable; for a longer, random hunt set
+`CNNDSL_FUZZ_EXAMPLES=5000`.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +29,10 @@ from hypothesis import strategies as st
 import cnndsl
 from cnndsl.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))
 SEEDS = [p.read_text(encoding="utf-8") for p in EXAMPLES]
+FIXTURES = sorted((ROOT / "tests" / "fixtures" / "errors").glob("*.cnn"))
 
 _HUNT = os.environ.get("CNNDSL_FUZZ_EXAMPLES")
 FUZZ = settings(
@@ -79,10 +88,11 @@ def mutated_example(draw: st.DrawFn) -> str:
 token_soup = st.lists(st.sampled_from(PIECES + NUMBERS), max_size=40).map(" ".join)
 
 
-def check(text: str) -> None:
-    """Compile `text`: success, or a `CnnError` whose message renders inside the text."""
+def check(text: str) -> bool:
+    """Compile `text`: success (True), or a `CnnError` whose message renders inside the text."""
     try:
         cnndsl.loads(text, "fuzz.cnn")
+        return True
     except cnndsl.CnnError as e:
         rendered = e.render()
         assert rendered.strip() and e.message.strip()
@@ -93,6 +103,7 @@ def check(text: str) -> None:
             assert 1 <= e.span.column <= len(lines[e.span.line - 1]) + 1, (e.span, rendered)
             assert e.span.end_line >= e.span.line, (e.span, rendered)
             assert rendered.startswith(f"fuzz.cnn:{e.span.line}:{e.span.column}: ")
+        return False
 
 
 def test_the_seeds_compile() -> None:
@@ -123,6 +134,64 @@ def test_token_soup(text: str) -> None:
 @given(mutated_example())
 def test_mutated_examples(text: str) -> None:
     check(text)
+
+
+# Mutations for the fast fuzzer: numbers stay small (a repeat count of 99999 over a block makes
+# a valid network of a million layers, seconds to check) or go past every bound at once.
+FAST_NUMBERS = ["0", "1", "2", "3", "7", "64", "-1", "0.5", "1e-16", "1e15", "1e16", "999999999999999", "2x2", "0x3", "1/3"]
+FAST_PIECES = [*PIECES, "\ufeff", "\x00", "\t", "\r\n", "repeat 1000000 {", "b(b(", "block b() { b() }", "upsample 1e15"]
+
+
+def _fast_seeds() -> tuple[list[str], list[str]]:
+    """Examples that compile in a few ms, and every golden error fixture (realistic mistakes)."""
+    return [t for t in SEEDS if len(t) < 1000], [p.read_bytes().decode("utf-8", "replace") for p in FIXTURES]
+
+
+def mutate(rng: random.Random, text: str) -> str:
+    """1-4 token edits: delete, duplicate, swap, renumber, drop an arrow, insert a piece."""
+    tokens = TOKEN.findall(text) or [""]
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(tokens))
+        op = rng.randrange(6)
+        if op == 0 and len(tokens) > 1:
+            del tokens[i]
+        elif op == 1:
+            tokens.insert(i, tokens[i])
+        elif op == 2:
+            j = rng.randrange(len(tokens))
+            tokens[i], tokens[j] = tokens[j], tokens[i]
+        elif op == 3:
+            numbers = [k for k, t in enumerate(tokens) if t[:1].isdigit()]
+            if numbers:
+                tokens[rng.choice(numbers)] = rng.choice(FAST_NUMBERS)
+        elif op == 4:
+            arrows = [k for k, t in enumerate(tokens) if t == "->"]
+            if arrows:
+                tokens[rng.choice(arrows)] = " "
+        else:
+            tokens.insert(i, rng.choice(FAST_PIECES))
+    return "".join(tokens)
+
+
+def test_mutations() -> None:
+    """`CNNDSL_FUZZ_N` (10,000 by default) mutated specs: each compiles or raises a located
+    `CnnError`; the default count takes under a minute of CPU."""
+    n = int(os.environ.get("CNNDSL_FUZZ_N", "10000"))
+    rng = random.Random(int(os.environ.get("CNNDSL_FUZZ_SEED", "9")))
+    examples, mistakes = _fast_seeds()
+    assert len(examples) >= 10 and len(mistakes) >= 30
+    start, compiled = time.process_time(), 0
+    for k in range(n):
+        text = mutate(rng, rng.choice(examples if rng.random() < 0.7 else mistakes))
+        try:
+            compiled += check(text)
+        except AssertionError as e:
+            raise AssertionError(f"mutation {k}: {text!r}") from e
+    took = time.process_time() - start
+    print(f"{n} mutations in {took:.1f} s of CPU ({n / took:,.0f}/s), {compiled} compiled")
+    assert 0 < compiled < n  # both paths were exercised
+    if n == 10000:
+        assert took < 60, f"10,000 mutations took {took:.0f} s of CPU"
 
 
 @pytest.mark.parametrize(
