@@ -394,8 +394,12 @@ def _mismatch(
                      "weights were trained with, then fine-tune a copy with `train --init` (docs/training.md), "
                      "or keep the layer new: `--new LAYER --ignore 'TORCH.*'`")  # fmt: skip
     if extra and not unmatched:
-        hints.append("tensors this network has no place for (auxiliary heads?): leave them out with "
-                     f"`--ignore '{extra[0].prefix}.*'`")  # fmt: skip
+        tops = dict.fromkeys(m.prefix.split(".")[0] for m in extra if m.prefix)
+        flags = " ".join(f"--ignore '{t}.*'" for t in list(tops)[:4]) or "--ignore PATTERN"
+        hints.append(
+            f"tensors this network has no place for (auxiliary heads?): leave them out, e.g. `{flags}`; modules "
+            "of the same shapes pair in order, so a module listed here may stand for one registered before it"
+        )
     hints.append('pair modules yourself with `--map FILE` (JSON: {"torch module": "cnndsl layer"})')
     return DataError(
         f"the tensors of `{path}` do not fit `{network}`: {len(unmatched)} of {len(wanted)} layers found no "
