@@ -2,16 +2,20 @@
 
     net2, variables2 = fold_for_inference(net, variables)
 
-Passes (each exact up to float rounding; tests/test_inference.py checks every one):
-- `drop_dropout`: dropout is the identity in eval mode.
-- `fold_batchnorm`: `bn` right after a `conv`, `dwconv`, `deconv` or `dense` in the same chain
-  becomes a per-output-channel scale of the kernel and a bias: with `g = scale/sqrt(var+eps)`,
-  `k' = k * g`, `b' = (b - mean) * g + beta`.
-- `fold_preprocessing`: `scale` and `normalize` right before a `conv` (groups 1) or `dense`
-  are a per-channel map `x * m + b`; it folds into that layer as `k' = k * m` (per input
-  channel) and `bias' = bias + sum(k * b)`. With an offset (`b != 0`) this is exact only if
-  the layer pads nothing (zero padding would then stand for a different raw value), so such
-  a layer keeps its preprocessing.
+Passes (each exact up to float rounding; tests/test_inference.py checks every one). They ask
+the ops' declared traits (`cnndsl/ops/base.py`: `Op.random`, `Op.affine`, `Op.linear`,
+`Op.fold_after`, `Op.fold_before`), never their names, so a new op with those traits folds:
+- `drop_random`: an op drawing random numbers only in training (`dropout`, `droppath`) is the
+  identity in eval mode.
+- `fold_after`: a per-channel map (`Op.affine`: `bn` with its running statistics, `scale`,
+  `normalize`, `layerscale`) right after a linear layer (`conv`, `dwconv`, `deconv`, `dense`)
+  in the same chain becomes a per-output-channel scale of its kernel and a bias: for `bn`,
+  with `g = scale/sqrt(var+eps)`, `k' = k * g`, `b' = (b - mean) * g + beta`.
+- `fold_before`: a run of per-channel maps right before a linear layer that accepts it
+  (`conv` with groups 1, `dense`) folds into that layer as `k' = k * m` (per input channel)
+  and `bias' = bias + sum(k * b)`. With an offset (`b != 0`) this is exact only if the layer
+  pads nothing (zero padding would then stand for a different raw value), so such a layer
+  keeps its preprocessing.
 
 The rewritten IR keeps every remaining layer's name, so variables stay addressable.
 """
@@ -24,9 +28,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from .. import ir
-from ..ops.base import REGISTRY, Args, bcast
-
-LINEAR = ("conv", "dwconv", "deconv", "dense")
+from ..ops.base import REGISTRY, Args
 
 
 def _get(tree: dict, path: tuple[str, ...]) -> dict | None:
@@ -87,70 +89,70 @@ class _Folder:
         for coll in list(self.v):
             self.v[coll] = _set(self.v[coll], n.path, None)
 
-    # -- passes over one chain's items ----------------------------------------------------
-    def drop_dropout(self, items: list[ir.Node]) -> list[ir.Node]:
-        return [n for n in items if not (isinstance(n, ir.Layer) and (n.op == "dropout" or REGISTRY[n.op].random))]
+    def affine(self, n: ir.Node) -> tuple[Any, Any] | None:
+        """`n`'s per-channel map in eval mode (`Op.affine`), or None."""
+        if not isinstance(n, ir.Layer):
+            return None
+        got = REGISTRY[n.op].affine(n.args, self.layer_vars(n), n.x.depth)
+        if got is None:
+            return None
+        mul, add = (jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n.x.depth,)) for v in got)
+        return mul, add
 
-    def fold_batchnorm(self, items: list[ir.Node]) -> list[ir.Node]:
+    def folded(self, n: ir.Layer, params: dict[str, Any], **changes: Any) -> ir.Layer:
+        """`n` with its new variables (a bias now, where the op has a `bias` argument)."""
+        self.put_params(n, params)
+        op = REGISTRY[n.op]
+        args = dict(n.args.items())
+        if any(prm.name == "bias" for prm in op.params):
+            args["bias"] = True
+        n = dataclasses.replace(n, args=Args(args), **changes)
+        return dataclasses.replace(n, params=op.count(n.args, n.x, n.y)[0])
+
+    # -- passes over one chain's items ----------------------------------------------------
+    def drop_random(self, items: list[ir.Node]) -> list[ir.Node]:
+        return [n for n in items if not (isinstance(n, ir.Layer) and REGISTRY[n.op].random)]
+
+    def fold_after(self, items: list[ir.Node]) -> list[ir.Node]:
         out: list[ir.Node] = []
         for n in items:
             prev = out[-1] if out else None
-            if isinstance(n, ir.Layer) and n.op == "bn" and isinstance(prev, ir.Layer) and prev.op in LINEAR:
-                bn = self.layer_vars(n)
-                lin = self.layer_vars(prev)
-                g = bn["scale"] / jnp.sqrt(bn["var"] + n.args.eps)
-                kernel = lin["kernel"]  # output channels on the last axis for every LINEAR op
-                kernel = kernel * g.reshape((1,) * (kernel.ndim - 1) + (-1,))
-                bias = lin.get("bias", jnp.zeros_like(g))
-                params = {"kernel": kernel, "bias": (bias - bn["mean"]) * g + bn["bias"]}
-                self.put_params(prev, params)
-                self.drop(n)
-                out[-1] = _with_bias(prev, y=n.y, params=prev.params + (0 if prev.args.bias else prev.y.depth))
-                continue
+            if isinstance(prev, ir.Layer) and REGISTRY[prev.op].linear:
+                m = self.affine(n)
+                if m is not None:
+                    params = REGISTRY[prev.op].fold_after(prev.args, self.layer_vars(prev), *m)
+                    self.drop(n)
+                    out[-1] = self.folded(prev, params, y=n.y)
+                    continue
             out.append(n)
         return out
 
-    def fold_preprocessing(self, items: list[ir.Node]) -> list[ir.Node]:
+    def fold_before(self, items: list[ir.Node]) -> list[ir.Node]:
         out: list[ir.Node] = []
-        pending: list[ir.Layer] = []
+        pending: list[tuple[ir.Layer, tuple[Any, Any]]] = []
         for n in items:
-            if isinstance(n, ir.Layer) and n.op in ("scale", "normalize"):
-                pending.append(n)
+            m = self.affine(n)
+            if m is not None:
+                pending.append((n, m))  # type: ignore[arg-type]
                 continue
-            if pending and isinstance(n, ir.Layer) and n.op in ("conv", "dense"):
-                mul, add = _affine(pending)
-                pads = n.op == "conv" and (n.args.pad == "same" or any(n.args.pad))
-                if (n.op == "dense" or n.args.groups == 1) and not (pads and bool(jnp.any(add != 0))):
-                    lin = self.layer_vars(n)
-                    kernel, bias = lin["kernel"], lin.get("bias", jnp.zeros((n.y.depth,), jnp.float32))
-                    along_c = (1,) * (kernel.ndim - 2) + (-1, 1)
-                    shift = (kernel * add.reshape(along_c)).reshape(-1, kernel.shape[-1]).sum(axis=0)
-                    self.put_params(n, {"kernel": kernel * mul.reshape(along_c), "bias": bias + shift})
-                    n = _with_bias(n, x=pending[0].x, params=n.params + (0 if n.args.bias else n.y.depth))
+            if pending and isinstance(n, ir.Layer) and REGISTRY[n.op].linear:
+                mul, add = _compose([m for _, m in pending])
+                params = REGISTRY[n.op].fold_before(n.args, n.x, self.layer_vars(n), mul, add)
+                if params is not None:
+                    for p, _ in pending:
+                        self.drop(p)
+                    n = self.folded(n, params, x=pending[0][0].x)
                     pending = []
-            out.extend(pending)
+            out.extend(p for p, _ in pending)
             pending = []
             out.append(n)
-        return out + pending
+        return out + [p for p, _ in pending]
 
 
-def _with_bias(n: ir.Layer, **changes: Any) -> ir.Layer:
-    args = dict(n.args.items())
-    args["bias"] = True
-    return dataclasses.replace(n, args=Args(args), **changes)
-
-
-def _affine(layers: list[ir.Layer]) -> tuple[Any, Any]:
-    """`scale`/`normalize` layers in order, as one per-channel map `x * mul + add`."""
-    depth = layers[0].x.depth
-    mul, add = jnp.ones((depth,), jnp.float32), jnp.zeros((depth,), jnp.float32)
-    for n in layers:
-        if n.op == "scale":
-            m, b = jnp.full((depth,), n.args.factor), jnp.full((depth,), n.args.offset)
-        else:
-            mean = jnp.asarray(bcast(n.args.mean or (0.0,), depth), jnp.float32)
-            std = jnp.asarray(bcast(n.args.std or (1.0,), depth), jnp.float32)
-            m, b = 1.0 / std, -mean / std
+def _compose(maps: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """Per-channel maps `x * m + b` applied in order, as one."""
+    mul, add = maps[0]
+    for m, b in maps[1:]:
         mul, add = mul * m, add * m + b
     return mul, add
 
@@ -159,7 +161,7 @@ def fold_for_inference(net: ir.Network, variables: dict) -> tuple[ir.Network, di
     """An equivalent network for eval mode, and its variables (see the module docstring)."""
     f = _Folder(variables)
     body = net.body
-    for step in (f.drop_dropout, f.fold_batchnorm, f.fold_preprocessing):
+    for step in (f.drop_random, f.fold_after, f.fold_before):
         body = _rewrite(body, step)
     v = {k: t for k, t in f.v.items() if t}
     return dataclasses.replace(net, body=body), v

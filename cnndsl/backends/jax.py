@@ -31,7 +31,7 @@ from ..ops.base import ApplyCtx  # noqa: E402
 from ..passes.dataflow import Walker  # noqa: E402
 
 COLLECTIONS = ("params", "batch_stats", "fixed")
-FINAL_ACTIVATIONS = ("softmax", "logsoftmax")
+LOGIT_SKIPPED = ("softmax", "logsoftmax")  # `Op.final_activation`s that `logits=True` leaves out
 
 
 def _put(tree: dict, path: tuple[str, ...], key: str, value: Any) -> None:
@@ -162,13 +162,31 @@ def apply_layer(
         x = x.astype(dtype)
         p = {k: v.astype(dtype) if k == "kernel" else v for k, v in p.items()}
         ctx.accumulate = jnp.float32
-    return op.apply(n.args, p, x, ctx), ctx.updates
+    y = op.apply(n.args, p, x, ctx)
+    _check_lowered(n, x, y)
+    return y, ctx.updates
 
 
-def final_activation(net: ir.Network) -> ir.Layer | None:
-    """The trailing `softmax`/`logsoftmax` layer, if the network ends with one."""
+def _check_lowered(n: ir.Layer, x: jax.Array, y: jax.Array) -> None:
+    """At trace time (free at run time): a lowering's output has the IR's shape. A mismatch
+    is a bug in the op's lowering or shape rule, never the user's, hence no CnnError."""
+    if tuple(x.shape) != n.x.array_shape(x.shape[0]):
+        return  # the input was changed by model surgery (a replaced layer in the NNX tree): no claim
+    want = n.y.array_shape(x.shape[0])
+    if tuple(y.shape) != want:
+        raise AssertionError(
+            f"internal error: the lowering of layer `{n.name}` (op `{n.op}`, `{n.text}`) returned an array "
+            f"of shape {tuple(y.shape)}, but the IR says {n.y}, i.e. {want} (input {tuple(x.shape)}, IR {n.x})"
+        )
+
+
+def final_activation(net: ir.Network, kinds: tuple[str, ...] = LOGIT_SKIPPED) -> ir.Layer | None:
+    """The network's last layer if it is a final activation of one of `kinds` (its op's
+    `Op.final_activation` trait; by default softmax-like, which `logits=True` skips)."""
     last = net.body.items[-1] if net.body.items else None
-    return last if isinstance(last, ir.Layer) and last.op in FINAL_ACTIVATIONS else None
+    if isinstance(last, ir.Layer) and REGISTRY[last.op].final_activation in kinds:
+        return last
+    return None
 
 
 def forward(
@@ -452,7 +470,7 @@ class Model(nnx.Module):
                     _attach(parent, part, Block(), n.path[: i + 1])
                 parent = getattr(parent, part)
             _attach(parent, n.path[-1], _layer_class(n.op)(n, own), n.path)
-        self.rngs = rngs.fork() if any(n.op == "dropout" or REGISTRY[n.op].random for n in ir.layers(net.body)) else None
+        self.rngs = rngs.fork() if any(REGISTRY[n.op].random for n in ir.layers(net.body)) else None
         self.use_running_average = False
         self.deterministic = False
 

@@ -8,8 +8,9 @@ from ..shape import Shape
 from .base import FLOAT, ApplyCtx, Args, Op, P, ShapeCtx, choice, register
 
 
-def _simple(name: str, doc: str, fn: str, aliases: tuple[str, ...] = ()) -> type[Op]:
-    """An activation with no arguments whose lowering is `jax.nn.<fn>` (or jnp.<fn>)."""
+def _simple(name: str, doc: str, fn: str, aliases: tuple[str, ...] = (), final: str | None = None) -> type[Op]:
+    """An activation with no arguments whose lowering is `jax.nn.<fn>` (or jnp.<fn>); `final`:
+    its `Op.final_activation` trait."""
 
     def apply(self: Op, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         import jax
@@ -17,7 +18,8 @@ def _simple(name: str, doc: str, fn: str, aliases: tuple[str, ...] = ()) -> type
 
         return getattr(jax.nn, fn, None)(x) if hasattr(jax.nn, fn) else getattr(jnp, fn)(x)
 
-    cls = type(name.title(), (Op,), {"name": name, "aliases": aliases, "doc": doc, "apply": apply})
+    attrs = {"name": name, "aliases": aliases, "doc": doc, "apply": apply, "final_activation": final}
+    cls = type(name.title(), (Op,), attrs)
     return register(cls)
 
 
@@ -25,10 +27,10 @@ _simple("relu", "max(x, 0)", "relu")
 _simple("relu6", "min(max(x, 0), 6)", "relu6")
 _simple("silu", "x * sigmoid(x) (swish)", "silu")
 _simple("softplus", "log(1 + exp(x)) (PyTorch `Softplus`, beta 1)", "softplus")
-_simple("sigmoid", "1 / (1 + exp(-x))", "sigmoid")
+_simple("sigmoid", "1 / (1 + exp(-x))", "sigmoid", final="sigmoid")
 _simple("tanh", "hyperbolic tangent", "tanh")
-_simple("softmax", "softmax over the depth axis", "softmax")
-_simple("logsoftmax", "log-softmax over the depth axis", "log_softmax")
+_simple("softmax", "softmax over the depth axis", "softmax", final="softmax")
+_simple("logsoftmax", "log-softmax over the depth axis", "log_softmax", final="logsoftmax")
 
 
 @register

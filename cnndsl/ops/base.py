@@ -472,6 +472,33 @@ class Op:
     # (`dropout`, `droppath`): the NNX module forks an RNG stream, inference drops the layer
     random: ClassVar[bool] = False
 
+    # "softmax", "logsoftmax" or "sigmoid": turns scores into probabilities (log-probabilities)
+    # per example. As a network's last layer, losses on logits skip a softmax/logsoftmax one
+    # (`forward(logits=True)`) and `bce` takes a sigmoid one's output as probabilities.
+    final_activation: ClassVar[str | None] = None
+
+    # True: a linear map of the input by its `kernel` variable (output channels on the
+    # kernel's last axis) plus an optional `bias` (argument `bias`). A per-channel map after
+    # it folds into its variables (`fold_after`); one before it where `fold_before` allows.
+    linear: ClassVar[bool] = False
+
+    def fold_after(self, a: Args, p: dict[str, Any], mul: Any, add: Any) -> dict[str, Any]:
+        """A linear layer's variables with `y * mul + add` (per output channel) folded in."""
+        kernel = p["kernel"]
+        bias = p["bias"] * mul + add if "bias" in p else add
+        return {"kernel": kernel * mul.reshape((1,) * (kernel.ndim - 1) + (-1,)), "bias": bias}
+
+    def fold_before(self, a: Args, x: Shape, p: dict[str, Any], mul: Any, add: Any) -> dict[str, Any] | None:
+        """A linear layer's variables with its input first mapped by `x * mul + add` (per input
+        channel) folded in, or None where that is not exact (the default)."""
+        return None
+
+    # A per-channel map `x * mul + add` in inference mode, from the op's own arguments and
+    # variables `p` (BN: its statistics, scale and bias), or None: not such a map. Inference
+    # folds it into an adjacent linear layer (`fold_after` / `fold_before`).
+    def affine(self, a: Args, p: dict[str, Any], depth: int) -> tuple[Any, Any] | None:
+        return None
+
     # True: under a low-precision compute dtype the input and `kernel` are cast to it and
     # the lowering accumulates in `ctx.accumulate` (float32)
     mixed_precision: ClassVar[bool] = False
@@ -792,3 +819,13 @@ def prod(xs: tuple[int, ...]) -> int:
 def per_channel(v: Any, x: Any) -> Any:
     """`v: (D,)` reshaped to broadcast over `x: (N, ..., D)` explicitly (rank-promotion safe)."""
     return v.reshape((1,) * (x.ndim - v.ndim) + v.shape)
+
+
+def fold_input_map(p: dict[str, Any], mul: Any, add: Any) -> dict[str, Any]:
+    """`kernel: (..., C_in, C_out)` and `bias` with an input map `x * mul + add` (per input
+    channel) folded in: `k' = k * mul`, `bias' = bias + sum(k * add)` (exact where every
+    input position the kernel reads is a real one, i.e. nothing is zero-padded or add is 0)."""
+    kernel = p["kernel"]
+    along_c = (1,) * (kernel.ndim - 2) + (-1, 1)
+    shift = (kernel * add.reshape(along_c)).reshape(-1, kernel.shape[-1]).sum(axis=0)
+    return {"kernel": kernel * mul.reshape(along_c), "bias": p["bias"] + shift if "bias" in p else shift}

@@ -66,6 +66,9 @@ class LayerScale(Op):
     def count(self, a: Args, x: Shape, y: Shape) -> tuple[int, int]:
         return x.depth, 0
 
+    def affine(self, a: Args, p: dict[str, Any], depth: int) -> tuple[Any, Any]:
+        return p["scale"], 0.0 * p["scale"]
+
     def init(self, a, x, y, rng):
         import numpy as np
 

@@ -29,6 +29,7 @@ from .base import (
     ShapeCtx,
     Window,
     bcast,
+    fold_input_map,
     needs_spatial,
     per_axis,
     per_channel,
@@ -389,6 +390,16 @@ def _bias_init(f: int) -> tuple[str, Any]:
 
 class _ConvBase(Op):
     mixed_precision = True
+    linear = True  # kernel (*K[::-1], D_in / groups, F): output channels last
+
+    def fold_before(self, a: Args, x: Shape, p: dict[str, Any], mul: Any, add: Any) -> dict[str, Any] | None:
+        """Exact for groups 1 (each output reads every input channel once per tap), and with
+        an offset only if nothing is zero-padded (a padded zero would stand for another value)."""
+        pads_any = a.pad == "same" or any(a.pad)
+        if self._groups(a, x) != 1 or (pads_any and bool((add != 0).any())):
+            return None
+        return fold_input_map(p, mul, add)
+
     def _kernel(self, a: Args) -> tuple[int, ...]:
         return a.filters[1]
 
@@ -560,6 +571,7 @@ class Deconv(Op):
 
     name = "deconv"
     mixed_precision = True
+    linear = True  # kernel (*K[::-1], D_in, F): output channels last
     doc = "transposed convolution; output (W-1)*S - 2P + K"
     example = "deconv 64@2x2 s2"
     params = (
@@ -612,9 +624,14 @@ class Deconv(Op):
         return out
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        k, s, pad, op = self._geom(a, ctx.x.rank)
+        k, s, pad, _ = self._geom(a, ctx.x.rank)
         flip = tuple(slice(None, None, -1) for _ in k)
-        padding = tuple((ki - 1 - pi, ki - 1 - pi + oi) for ki, pi, oi in zip(k, pad, op))
+        # Before: K-1-P; after: whatever makes the stride-dilated input ((W-1)*S + 1) give the
+        # IR's output (K-1-P+outpad, read from `y` rather than re-derived).
+        padding = tuple(
+            (ki - 1 - pi, o + ki - 1 - (w - 1) * si - 1 - (ki - 1 - pi))
+            for w, o, ki, si, pi in zip(ctx.x.spatial, ctx.y.spatial, k, s, pad)
+        )
         ones = (1,) * len(k)
         y = conv_apply(x, p["kernel"][flip], ones, padding, ones, 1, lhs_dilation=s, accumulate=ctx.accumulate)
         return y + per_channel(p["bias"], y) if "bias" in p else y

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ArgumentError
 from ..shape import Shape
-from .base import COLLAPSE, INT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, per_channel, register
+from .base import COLLAPSE, INT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, fold_input_map, per_channel, register
 from .conv import BIAS, _bias_init, lecun_kernel
 
 
@@ -62,6 +62,10 @@ class Dense(Op):
         return out
 
     mixed_precision = True
+    linear = True  # kernel (D_in, units)
+
+    def fold_before(self, a: Args, x: Shape, p: dict[str, Any], mul: Any, add: Any) -> dict[str, Any]:
+        return fold_input_map(p, mul, add)  # every output reads every input once: always exact
 
     def apply(self, a, p, x, ctx):
         import jax.numpy as jnp
@@ -76,6 +80,7 @@ class Dropout(Op):
     doc = "zero a fraction P of the inputs while training (scaled by 1/(1-P)); identity in eval"
     example = "dropout 0.5"
     params = (P("rate", PROB, REQUIRED, positional=True, doc="a drop probability in [0, 1), like `dropout 0.5`"),)
+    random = True
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         if not (ctx.train and ctx.dropout) or a.rate == 0.0:

@@ -47,6 +47,11 @@ class BatchNorm(Op):
     def count(self, a: Args, x: Shape, y: Shape) -> tuple[int, int]:
         return 2 * x.depth, 2 * x.depth
 
+    def affine(self, a: Args, p: dict[str, Any], depth: int) -> tuple[Any, Any]:
+        """In inference, `(x - mean) * g + bias` with `g = scale / sqrt(var + eps)`."""
+        g = p["scale"] / (p["var"] + a.eps) ** 0.5
+        return g, p["bias"] - p["mean"] * g
+
     def init(self, a, x, y, key):
         one, zero = _ones_zeros(x.depth)
         return {

@@ -48,6 +48,19 @@ def pool_geometry(a: Args, x: Shape):
     return k, s, p, tuple(out), tuple(extra)
 
 
+def pool_padding(a: Args, x: Shape, y: Shape):
+    """Window, stride and (before, after) padding per axis (written order) that take `x` to
+    the IR's `y`: what a lowering needs, reading the output size instead of re-deriving it
+    (the end padding grows by the overhang of a `ceil` window)."""
+    k = bcast(a.window, x.rank)
+    s = bcast(a.stride, x.rank) if a.stride is not None else k
+    p = bcast(a.pad, x.rank)
+    padding = tuple(
+        (pi, pi + max((o - 1) * si + ki - (w + 2 * pi), 0)) for w, o, ki, si, pi in zip(x.spatial, y.spatial, k, s, p)
+    )
+    return k, s, padding
+
+
 class _Pool(Op):
     params = (
         P("window", SIZE, REQUIRED, positional=True, doc="a window size, like `2` or `3x3`"),
@@ -94,8 +107,7 @@ class _Pool(Op):
         raise NotImplementedError
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        k, s, pad, out, extra = pool_geometry(a, ctx.x)
-        padding = tuple((pi, pi + ei) for pi, ei in zip(pad, extra))
+        k, s, padding = pool_padding(a, ctx.x, ctx.y)
         return self._reduce(x, k, s, padding)
 
 

@@ -22,7 +22,20 @@ from typing import Any
 
 from ..errors import ArgumentError
 from ..shape import Shape
-from .base import FLOAT, FLOATS, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, needs_spatial, per_channel, register
+from .base import (
+    FLOAT,
+    FLOATS,
+    REQUIRED,
+    ApplyCtx,
+    Args,
+    Op,
+    P,
+    ShapeCtx,
+    bcast,
+    needs_spatial,
+    per_channel,
+    register,
+)
 
 BT601 = (0.299, 0.587, 0.114)
 
@@ -45,6 +58,11 @@ class Scale(Op):
                 hints=["give a non-zero factor, like `scale 1/255`, or remove the layer"],
             )
         return x
+
+    def affine(self, a: Args, p: dict[str, Any], depth: int) -> tuple[Any, Any]:
+        import numpy as np
+
+        return np.full((depth,), a.factor, np.float32), np.full((depth,), a.offset, np.float32)
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         y = x * a.factor
@@ -80,6 +98,14 @@ class Normalize(Op):
             bad = next(s for s in a.std if s <= 0)
             raise ArgumentError(f"`std` must be > 0, got {bad:g}", ctx.span, hints=["a standard deviation is positive"])
         return x
+
+    def affine(self, a: Args, p: dict[str, Any], depth: int) -> tuple[Any, Any]:
+        """`x / std - mean / std`."""
+        import numpy as np
+
+        mean = np.asarray(bcast(a.mean or (0.0,), depth), np.float32)
+        std = np.asarray(bcast(a.std or (1.0,), depth), np.float32)
+        return 1.0 / std, -mean / std
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         import numpy as np

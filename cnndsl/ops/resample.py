@@ -157,12 +157,12 @@ class Upsample(Op):
         import jax.numpy as jnp
 
         k = bcast(a.factor, ctx.x.rank)[::-1]  # array order
-        sp = x.shape[1:-1]
-        # (N, h, 1, w, 1, D) broadcast to (N, h, kh, w, kw, D), then merged.
+        sp = ctx.x.array_shape()[:-1]
+        # (N, h, 1, w, 1, D) broadcast to (N, h, kh, w, kw, D), then merged to the IR's `y`.
         split = [x.shape[0]] + [d for n in sp for d in (n, 1)] + [x.shape[-1]]
         wide = [x.shape[0]] + [d for n, ki in zip(sp, k) for d in (n, ki)] + [x.shape[-1]]
         y = jnp.broadcast_to(x.reshape(split), wide)
-        return y.reshape(x.shape[0], *(n * ki for n, ki in zip(sp, k)), x.shape[-1])
+        return y.reshape(ctx.y.array_shape(x.shape[0]))
 
 
 # --- pad -------------------------------------------------------------------------------------
@@ -250,9 +250,11 @@ class AdaptiveMaxPool(_Adaptive):
 
 
 # --- fractional max pooling ------------------------------------------------------------------
-def frac_bins(n_in: int, ratio: Fraction, u: Fraction, overlap: bool) -> Bins:
-    """Graham's pseudo-random regions along one axis (see the module docstring)."""
-    n_out = math.floor(n_in / ratio)
+def frac_bins(n_in: int, ratio: Fraction, u: Fraction, overlap: bool, n_out: int | None = None) -> Bins:
+    """Graham's pseudo-random regions along one axis (see the module docstring); `n_out`:
+    the output size when known (a lowering reads the IR's), else `floor(n_in / ratio)`."""
+    if n_out is None:
+        n_out = math.floor(n_in / ratio)
     alpha = Fraction(n_in, n_out)
     a = [math.ceil(alpha * (i + u)) - math.ceil(alpha * u) for i in range(n_out + 1)]
     return tuple((a[i], min(a[i + 1] + 1, n_in) if overlap else a[i + 1]) for i in range(n_out))
@@ -280,11 +282,11 @@ class FracMaxPool(Op):
             )
         return x.with_spatial(out)
 
-    def _bins(self, a: Args, x: Shape) -> tuple[Bins, ...]:
-        return tuple(frac_bins(w, a.ratio, a.offset, a.overlap) for w in x.spatial)
+    def _bins(self, a: Args, x: Shape, y: Shape) -> tuple[Bins, ...]:
+        return tuple(frac_bins(w, a.ratio, a.offset, a.overlap, o) for w, o in zip(x.spatial, y.spatial))
 
     def window(self, a: Args, x: Shape, y: Shape) -> Window:
-        return bins_window(self._bins(a, x), x, y)
+        return bins_window(self._bins(a, x, y), x, y)
 
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        return reduce_bins(x, self._bins(a, ctx.x), "max")
+        return reduce_bins(x, self._bins(a, ctx.x, ctx.y), "max")

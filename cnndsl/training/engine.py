@@ -24,8 +24,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .. import ir
-from ..backends.jax import final_activation, forward
+from ..backends.jax import LOGIT_SKIPPED, final_activation, forward
 from ..errors import ArgumentError
+from ..ops import REGISTRY
 from .config import TrainConfig
 
 METRICS = ("loss_sum", "correct", "top5", "examples", "slots")
@@ -50,7 +51,7 @@ class Task:
         f = self.final
         where = f"`{f.op}` ({f.name}, {f.span.line}:{f.span.column})" if f is not None and f.span else ""
         if self.loss == "crossentropy":
-            if f is not None and f.op in ("softmax", "logsoftmax"):
+            if f is not None and REGISTRY[f.op].final_activation in LOGIT_SKIPPED:
                 return (
                     f"crossentropy on logits: the final {where} is skipped in training and the loss "
                     "applies log-softmax itself, so softmax is not applied twice; predict/eval keep it"
@@ -58,7 +59,7 @@ class Task:
             return "crossentropy: the outputs are taken as logits (log-softmax inside the loss)"
         if self.loss == "mse":
             return "mse: ½Σ(one-hot target − output)² per example, averaged over the batch, on the network's output"
-        if f is not None and f.op == "sigmoid":
+        if f is not None and REGISTRY[f.op].final_activation == "sigmoid":
             return (
                 f"bce on the final {where} probabilities (clipped to [1e-7, 1-1e-7]), averaged over outputs and batch"
             )
@@ -74,15 +75,14 @@ def make_task(net: ir.Network, cfg: TrainConfig) -> Task:
             hints=["end with `flatten -> dense N` or `gap -> dense N`"],
         )
     final = final_activation(net)
-    last = net.body.items[-1] if net.body.items else None
     if cfg.loss == "bce":
-        if final is not None and final.op == "softmax":
+        if final is not None and REGISTRY[final.op].final_activation == "softmax":
             raise ArgumentError(
-                "loss `bce` scores each output on its own, but the network ends with `softmax`",
+                f"loss `bce` scores each output on its own, but the network ends with `{final.op}`",
                 final.span,
                 hints=["end with `sigmoid`, or with `dense N` (logits)", "or use loss = crossentropy"],
             ).with_source(net.source)
-        sig = last if isinstance(last, ir.Layer) and last.op == "sigmoid" else None
+        sig = final_activation(net, ("sigmoid",))
         return Task("bce", out.size, sig is None, sig, cfg.label_smoothing)
     return Task(cfg.loss, out.size, cfg.loss == "crossentropy", final, cfg.label_smoothing)
 

@@ -54,18 +54,18 @@ def _inference(net: Net, variables: dict, fold: bool) -> tuple[Net, dict]:
 def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str, dtype: str = "float32") -> np.ndarray:
     import jax
 
-    from ..backends.jax import forward
+    from ..backends.jax import final_activation, forward
     from . import engine
 
     kwargs = engine.Compute(dtype=dtype).kwargs(train=False)
 
+    probabilities = loss == "bce" and final_activation(net.ir, ("sigmoid",)) is not None
+
     @jax.jit
     def run(v: dict, x: Any) -> Any:
         out = forward(net.ir, v, x, logits=True, **kwargs)[0]
-        last = net.ir.body.items[-1]
         if loss == "bce":
-            is_sigmoid = getattr(last, "op", None) == "sigmoid"
-            return out if is_sigmoid else jax.nn.sigmoid(out)
+            return out if probabilities else jax.nn.sigmoid(out)
         return jax.nn.softmax(out, axis=-1)
 
     return np.asarray(run(variables, x))
