@@ -158,8 +158,8 @@ def test_every_phase_resumes_bit_for_bit(
     out = _interrupted(tmp_path, monkeypatch, phase, signum)
     if phase == "compile":
         assert not (out / "checkpoints").exists()  # no step finished: nothing to save
-    else:
-        assert _state(out)[0] == 20  # validation: the epoch's steps; save: the checkpoint completed
+    else:  # in a step: the steps before it; validation: the epoch's steps; save: that save completed
+        assert _state(out)[0] == (7 if phase == "step" else 20)
     _check_resume(out, reference)
 
 
