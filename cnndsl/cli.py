@@ -71,6 +71,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
                     sys.stdout.flush()
                 print(_diagnostic(e.render(), args), file=sys.stderr)
             continue
+        if args.werror and net.warnings:
+            status = EXIT_USER  # `--werror`: each warning is reported as an error
+            for w in net.warnings:
+                w.kind = "error"
+                w.notes.append("a warning, made an error by --werror")
         if args.json:
             results.append(to_json(net))
             continue
@@ -174,6 +179,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--wide", action="store_true", help="every column at full width, whatever the terminal's width")
     c.add_argument("--xla", action="store_true", help="also compile with XLA and compare its FLOP and memory analysis (imports JAX)")
     c.add_argument("--batch", type=_count(1), default=1, metavar="N", help="batch size for --xla (default 1)")
+    c.add_argument("--werror", action="store_true", help="treat warnings as errors (exit 2), e.g. in CI")
     c.set_defaults(func=cmd_compile)
 
     f = sub.add_parser("fmt", help="print a file as canonical .cnn text, comments kept")

@@ -11,6 +11,7 @@ from . import ir
 from .errors import CnnError, Source, Span, SpecFileError, did_you_mean
 from .parse import parse
 from .passes import PASSES, expand
+from .passes.lint import lint
 
 
 def compile_text(text: str, path: str = "<string>") -> ir.Network:
@@ -42,6 +43,7 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
         net = _check_train(net)
     except CnnError as e:
         raise e.with_source(source) from None
+    net = lint(net)  # a reviewer's warnings, on the network that compiled
     return dataclasses.replace(net, warnings=tuple(w.with_source(source) for w in net.warnings))
 
 
