@@ -80,7 +80,12 @@ LOWERED = "input 3@16x16\nconv 8@3x3 p1 -> relu -> conv 8@5x5 p2 -> bn -> conv 8
     ("lowering", "cls", "message", "hint"),
     [
         ({"conv2": "winogradd"}, CnnNameError, "unknown lowering `winogradd` for `conv2`", "did you mean `winograd`?"),
-        ({"conv9": "xla"}, CnnNameError, "`lowering` names no layer `conv9`", "did you mean `conv3` or `conv2` or `conv1`?"),
+        (
+            {"conv9": "xla"},
+            CnnNameError,
+            "`lowering` names no layer `conv9`",
+            "did you mean `conv3` or `conv2` or `conv1`?",
+        ),
         ({"*": "bogus"}, CnnNameError, "unknown lowering `bogus` for `*`", None),
         (
             {"relu1": "winograd"},
@@ -137,5 +142,7 @@ def test_forward_checks_before_tracing_and_good_overrides_run() -> None:
     assert apply(v, x).shape == (1, 10)
     seen = []
     with pytest.raises(CnnNameError):
-        jax.jit(lambda v, x: forward(net.ir, v, x, lowering={"conv1": "xlaa"}, observe=lambda n, y: seen.append(n))[0])(v, x)
+        jax.jit(lambda v, x: forward(net.ir, v, x, lowering={"conv1": "xlaa"}, observe=lambda n, y: seen.append(n))[0])(
+            v, x
+        )
     assert seen == []
