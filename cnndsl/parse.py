@@ -431,6 +431,31 @@ def _prev_word(code: str, pos: int) -> str:
     return before[i:] or before[-1:]
 
 
+# Characters that look like `-` or a space but are not: named in the hint.
+_DASHES = {
+    c: f"`{c}` is {name} (U+{ord(c):04X}), not a hyphen-minus"
+    for c, name in (
+        ("\u2010", "a hyphen"),
+        ("\u2011", "a non-breaking hyphen"),
+        ("\u2012", "a figure dash"),
+        ("\u2013", "an en dash"),
+        ("\u2014", "an em dash"),
+        ("\u2015", "a horizontal bar"),
+        ("\u2212", "a minus sign"),
+    )
+}
+_SPACES = {
+    "\u00a0": "a non-breaking space",
+    "\u2007": "a figure space",
+    "\u202f": "a narrow non-breaking space",
+    "\u2009": "a thin space",
+    "\u200b": "a zero-width space",
+    "\u3000": "an ideographic space",
+}
+# Words that begin a new part of a file: met while a `{` is open, that `{` was never closed.
+_SECTION_WORDS = ("train", "block", "input", "network")
+
+
 def _shown(ch: str) -> str:
     return f"`{ch}`" if ch.isprintable() and not ch.isspace() else f"U+{ord(ch):04X}"
 
@@ -460,7 +485,16 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, text: str) -> CnnSyntaxErr
             hints.append("options are written `name=value` (like `stride=2`) or short (`s2`)")
         elif ch in "[]":
             hints.append("lists are written in parentheses: `(0.5, 0.5, 0.5)`")
-        return CnnSyntaxError(f"unexpected character {_shown(ch)}", span, hints=hints)
+        elif ch in _DASHES:
+            arrow = text[pos + 1 : pos + 2] == ">"
+            hints.append(
+                f"{_DASHES[ch]} (a word processor's autocorrect?): "
+                + ("layers are chained with `->`, a plain hyphen-minus and `>`" if arrow else "write a plain `-`")
+            )
+        elif ch in _SPACES:
+            hints.append(f"this is {_SPACES[ch]}, often pasted from a web page or a document: type a plain space")
+        shown = _shown(ch) + (f" ({_SPACES[ch]})" if ch in _SPACES else "")
+        return CnnSyntaxError(f"unexpected character {shown}", span, hints=hints)
 
     tok = getattr(e, "token", None)
     expected = set(getattr(e, "accepts", None) or getattr(e, "expected", None) or [])
@@ -491,6 +525,25 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, text: str) -> CnnSyntaxErr
             notes=[f"it took `{shapeless[1]}` as the shape"],
             hints=["write the shape as depth@width x height, like `input 1@28x28`, or a length, like `input 120`"],
         )
+    opened = _open_brackets(code, pos)
+    if opened and "RBRACE" in expected and word in _SECTION_WORDS:
+        line, col = _line_col(text, opened[-1])
+        return CnnSyntaxError(
+            "this `{` is never closed",
+            Span(line, col, line, col + 1),
+            notes=[f"`{word}` at {tok.line}:{tok.column} begins a new part of the file while it is still open"],
+            hints=[f"add `}}` where its body ends, before line {tok.line}"],
+        )
+    parens = _open_brackets(code, pos, "()")
+    if parens and "RPAR" in expected and t in ("NAME", "RBRACE", "CALLNAME"):
+        line, col = _line_col(text, parens[-1])
+        if t == "RBRACE" or tok.line > line:  # on the opener's line a missing `,` is likelier
+            return CnnSyntaxError(
+                "this `(` is not closed",
+                Span(line, col, line, col + 1),
+                notes=[f"`{word}` at {tok.line}:{tok.column} comes while it is still open"],
+                hints=[f"is a `)` missing before `{word}` at {tok.line}:{tok.column}?"],
+            )
     if prev == "block" and t == "NAME":
         message = f"`block {word}` needs a parameter list"
         hints = [f"write `block {word}(c) {{ ... }}`, or `block {word}() {{ ... }}` with no parameters"]

@@ -146,3 +146,55 @@ def test_forward_checks_before_tracing_and_good_overrides_run() -> None:
             v, x
         )
     assert seen == []
+
+
+# --- diagnostics polish (issue 13, item 5); the rest are goldens in tests/fixtures/errors --------
+def test_non_breaking_space_is_named_with_a_hint() -> None:
+    """Golden, inline: the caret test of test_errors_golden compares the shown line with the
+    source, and a non-breaking space is shown as U+FFFD (visible) there."""
+    from cnndsl.errors import CnnSyntaxError
+
+    with pytest.raises(CnnSyntaxError) as e:
+        compile_text("input 1@28x28\nconv 6@5x5\u00a0-> relu -> flatten -> dense 10\n", "nbsp.cnn")
+    assert e.value.render() == (
+        "nbsp.cnn:2:11: error: unexpected character U+00A0 (a non-breaking space)\n"
+        "    conv 6@5x5\ufffd-> relu -> flatten -> dense 10\n"
+        "              ^\n"
+        "  = hint: this is a non-breaking space, often pasted from a web page or a document: type a plain space"
+    )
+
+
+@pytest.mark.parametrize("dash", ["\u2013", "\u2014", "\u2212"])
+def test_unicode_dashes_in_an_arrow_get_the_arrow_hint(dash: str) -> None:
+    from cnndsl.errors import CnnSyntaxError
+
+    with pytest.raises(CnnSyntaxError) as e:
+        compile_text(f"input 10\ndense 4 {dash}> relu\n")
+    assert e.value.hints[0].startswith(f"`{dash}` is ") and "`->`" in e.value.hints[0]
+    with pytest.raises(CnnSyntaxError) as e:
+        compile_text(f"input 10\ndense 4 -> dense {dash}3\n")
+    assert e.value.hints[0].endswith("write a plain `-`")
+
+
+def test_a_missing_comma_on_the_openers_line_is_not_called_an_unclosed_paren() -> None:
+    from cnndsl.errors import CnnSyntaxError
+
+    with pytest.raises(CnnSyntaxError) as e:
+        compile_train("  optimizer = sgd(lr=0.1 momentum=0.9)")
+    assert "is not closed" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("adam(learning_rate=0.1)", "write `lr=`: `learning_rate` is another library's name for it"),
+        ("adam(beta_1=0.8)", "write `b1=`: `beta_1` is another library's name for it"),
+        ("adamw(wd=0.01)", "write `weight_decay=`: `wd` is another library's name for it"),
+        ("rmsprop(alpha=0.9)", "write `decay=`: `alpha` is another library's name for it"),
+        ("adam(betas=0.9)", "write `b1=0.9, b2=0.999`: PyTorch's `betas=(b1, b2)` is two arguments here"),
+    ],
+)
+def test_other_libraries_argument_names_get_ours(written: str, hint: str) -> None:
+    with pytest.raises(CnnNameError) as e:
+        compile_train(f"  optimizer = {written}")
+    assert e.value.hints == [hint]

@@ -282,7 +282,7 @@ def _call(node: Any, w: _Where, table: Mapping[str, Mapping[str, Any]], what: st
                 f"`{name}` has no argument `{key}`",
                 value,
                 notes=[f"`{name}` takes " + (", ".join(f"`{k}`" for k in known) or "no arguments")],
-                hints=did_you_mean(key, known),
+                hints=did_you_mean(key, known) or _other_spelling(key, known),
             )
         if key in out:
             raise w.error(ArgumentError, f"`{name}` got `{key}` twice", value)
@@ -296,6 +296,34 @@ def _call(node: Any, w: _Where, table: Mapping[str, Mapping[str, Any]], what: st
             hints=[f"e.g. `{name}({missing[0]}=10)`"],
         )
     return name, out
+
+
+# Other libraries' names for the arguments (Keras, PyTorch, optax), for the hint.
+_SPELLINGS = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "rate": "lr",
+    "beta_1": "b1",
+    "beta1": "b1",
+    "beta_2": "b2",
+    "beta2": "b2",
+    "epsilon": "eps",
+    "wd": "weight_decay",
+    "alpha": "decay",  # PyTorch's RMSprop smoothing constant
+    "rho": "decay",  # Keras's
+    "step_size": "every",
+    "warmup_steps": "steps",
+}
+
+
+def _other_spelling(key: str, known: Mapping[str, Any]) -> list[str]:
+    """`["write `lr=` (Keras and optax call it `learning_rate`)"]` where another library's name was used."""
+    mine = _SPELLINGS.get(key.lower())
+    if mine in known:
+        return [f"write `{mine}=`: `{key}` is another library's name for it"]
+    if key.lower() == "betas" and {"b1", "b2"} <= set(known):
+        return ["write `b1=0.9, b2=0.999`: PyTorch's `betas=(b1, b2)` is two arguments here"]
+    return []
 
 
 def _describe(node: Any) -> str:
