@@ -74,7 +74,7 @@ def value(v: ast.Value) -> str:
         case ast.Range(start=a, stop=b):
             return f"{expr(a)}:{expr(b)}"
         case ast.Tuple(items=items):
-            return "(" + ", ".join(expr(i) for i in items) + ")"
+            return "(" + ", ".join(value(i) for i in items) + ")"  # items: numbers or tuples (kernel rows)
         case ast.Str(value=s):
             return f'"{s}"'
     return expr(v)  # type: ignore[arg-type]

@@ -223,7 +223,7 @@ def value_text(v: ast.Value) -> str:
         case ast.DepthDims(depth=d, dims=ds):
             return f"{expr_text(d)}@" + "x".join(expr_text(x) for x in ds)
         case ast.Tuple(items=xs):
-            return "(" + ", ".join(expr_text(x) for x in xs) + ")"
+            return "(" + ", ".join(value_text(x) for x in xs) + ")"  # items: numbers or tuples (kernel rows)
         case ast.Str(value=t):
             return f'"{t}"'
     return expr_text(v)  # type: ignore[arg-type]

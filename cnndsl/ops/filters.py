@@ -32,6 +32,13 @@ Kernels (rows are the height axis, top to bottom; columns the width axis, left t
   language has no pi); defaults `theta=0`, `gamma=0.5`, `psi=0` (even, cosine phase;
   OpenCV's `getGaborKernel` defaults to psi = 90 degrees and builds its kernel flipped).
   Not normalised. 2-D only.
+- `filter kernel=((1,0,-1),(0,0,0),(-1,0,1)) [scale=S]`: a literal kernel, rows top to
+  bottom, each row left to right (as printed, as `scipy.ndimage.correlate` reads a 2-D
+  array), multiplied by `scale` (default 1; `scale=1/16` for the binomial Gaussian). Rows
+  must all have the same length; any sizes, odd or even (an even axis pads its extra zero
+  after, as `same` does for every filter). A flat tuple is one row: `kernel=(1,2,1)` is
+  3x1 (or a 1-D kernel on a 1-D input); with a size, a flat tuple fills it row by row, so
+  `filter kernel=(1,2,1) size=1x3` is a column. 1-D and 2-D inputs.
 
 Padding: `same` (the default) keeps the size: a total of K-1 zeros per axis, half before and
 the rest (one more for even K) after, as `conv ... same` at stride 1 and XLA's `SAME`. So a
@@ -51,7 +58,6 @@ from ..errors import ArgumentError, Span
 from ..shape import Shape, fmt_size
 from .base import (
     FLOAT,
-    REQUIRED,
     SIZE,
     SIZE0,
     ApplyCtx,
@@ -71,6 +77,8 @@ from .base import (
 from .conv import conv_apply
 
 KINDS = ("sobel", "laplacian", "sharpen", "blur", "gaussian", "gabor")
+LITERAL_USAGE = "filter kernel=((0,-1,0),(-1,5,-1),(0,-1,0))"
+MAX_LITERAL_TAPS = 4096  # a literal is written by hand; anything larger is a mistake (or belongs in `conv`)
 FIXED_3X3 = ("sobel", "laplacian", "sharpen")  # no size argument
 TWO_D = ("sobel", "laplacian", "sharpen", "gabor")
 GABOR_DEFAULTS = {"theta": 0.0, "lambda": None, "gamma": 0.5, "psi": 0.0}  # options only gabor takes
@@ -92,6 +100,62 @@ def _positive(v: ast.Value, env: Env, span: Span) -> float:
 
 
 POSITIVE = Kind("a number > 0", _positive, fmt=FLOAT.fmt)
+
+
+def _literal(v: ast.Value, env: Env, span: Span) -> tuple[tuple[Fraction, ...], ...]:
+    """A literal kernel: rows of numbers `((1,0,-1),(0,0,0),(-1,0,1))`, or one row `(1,2,1)`."""
+    from .base import EXPRS, evaluate, value_text
+
+    def number(x: Any) -> Fraction:
+        if not isinstance(x, EXPRS):
+            raise ArgumentError(
+                "a literal kernel is rows of numbers (1-D or 2-D), like `((1,0,-1),(0,0,0),(-1,0,1))`",
+                span,
+                notes=[f"got `{value_text(x)}` where a number goes"],
+            )
+        return evaluate(x, env)
+
+    if isinstance(v, ast.Tuple) and all(isinstance(r, ast.Tuple) for r in v.items):
+        rows = tuple(tuple(number(x) for x in r.items) for r in v.items)
+    elif isinstance(v, ast.Tuple) and not any(isinstance(r, ast.Tuple) for r in v.items):
+        rows = (tuple(number(x) for x in v.items),)
+    elif isinstance(v, EXPRS):
+        rows = ((number(v),),)
+    elif isinstance(v, ast.Tuple):
+        raise ArgumentError(
+            "a literal kernel's items are all rows `(a, b, ...)` or all numbers, not a mix",
+            span,
+            hints=["write each row in parentheses: `kernel=((1,2,1),(2,4,2),(1,2,1))`"],
+        )
+    else:
+        raise ArgumentError(
+            f"expected a literal kernel like `((1,0,-1),(0,0,0),(-1,0,1))`, got `{value_text(v)}`", span
+        )
+    widths = [len(r) for r in rows]
+    if len(set(widths)) > 1:
+        bad = next(i for i, w in enumerate(widths) if w != widths[0])
+        raise ArgumentError(
+            f"a literal kernel must be rectangular: row 1 has {widths[0]} numbers, row {bad + 1} has {widths[bad]}",
+            span,
+            notes=["rows are the height axis, top to bottom; each row runs along the width"],
+            hints=["give every row the same number of entries (0 where the kernel takes nothing)"],
+        )
+    if len(rows) * widths[0] > MAX_LITERAL_TAPS:
+        raise ArgumentError(
+            f"a literal kernel of {len(rows) * widths[0]:,} numbers is over the {MAX_LITERAL_TAPS:,} written by hand",
+            span,
+            hints=["use `filter blur K` / `filter gaussian K`, or a trained `conv`"],
+        )
+    return rows
+
+
+def _literal_fmt(rows: tuple[tuple[Fraction, ...], ...]) -> str:
+    from .base import fmt_num
+
+    return "(" + ", ".join("(" + ", ".join(fmt_num(x) for x in r) + ")" for r in rows) + ")"
+
+
+LITERAL = Kind("a literal kernel like ((1,0,-1),(0,0,0),(-1,0,1))", _literal, fmt=_literal_fmt)
 
 
 # OpenCV's `getGaussianKernel` uses these fixed (binomial) taps for an odd size up to 7 when
@@ -121,10 +185,21 @@ def _gaussian_1d(k: int, sigma: float | None) -> Any:
     return g / g.sum()
 
 
+def _rows(a: Args, kernel: tuple[int, ...] | None) -> tuple[tuple[Fraction, ...], ...]:
+    """A literal kernel's rows, a flat tuple given with a size laid out row by row into it."""
+    rows = a.kernel
+    if len(rows) == 1 and a.size is not None and len(a.size) == 2:
+        w, h = a.size
+        return tuple(rows[0][r * w : (r + 1) * w] for r in range(h))
+    return rows
+
+
 def kernel_maps(a: Args, kernel: tuple[int, ...]) -> Any:
     """The filter's maps as a float64 array `(M, *kernel[::-1])` (array order: rows first)."""
     import numpy as np
 
+    if a.kernel is not None:
+        return (np.array(_rows(a, kernel), float).reshape(kernel[::-1]) * float(a.scale))[None]
     if a.kind == "sobel":
         gx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], float)
         return np.stack([gx, gx.T])
@@ -160,7 +235,7 @@ class Filter(Op):
     )
     example = "filter gaussian 5 sigma=1"
     params = (
-        P("kind", choice(*KINDS), REQUIRED, positional=True, doc="a filter: " + ", ".join(KINDS)),
+        P("kind", choice(*KINDS), None, positional=True, doc="a filter: " + ", ".join(KINDS) + " (or `kernel=`)"),
         P("size", SIZE, None, positional=True, doc="a kernel size, like `5` or `5x3`"),
         P("pad", SIZE0, "same", short="p", flags=(("same", "same"), ("valid", (0,)))),
         P("sigma", POSITIVE, None, doc="the Gaussian's standard deviation in pixels"),
@@ -168,10 +243,20 @@ class Filter(Op):
         P("lambda", POSITIVE, GABOR_DEFAULTS["lambda"], doc="the Gabor wavelength in pixels"),
         P("gamma", POSITIVE, GABOR_DEFAULTS["gamma"], doc="the Gabor aspect ratio"),
         P("psi", FLOAT, GABOR_DEFAULTS["psi"], doc="the Gabor phase offset in degrees"),
+        P("kernel", LITERAL, None, doc="a literal kernel: rows top to bottom, like `((1,0,-1),(0,0,0),(-1,0,1))`"),
+        P("scale", FLOAT, 1, doc="multiplies a literal kernel, like `scale=1/16`"),
     )
 
     def _check_args(self, a: Args, ctx: ShapeCtx) -> None:
+        if a.kernel is not None or a.kind is None:
+            return self._check_literal(a, ctx)
         usage = f"usage: `{USAGE[a.kind]}`"
+        if a.scale != 1:
+            raise ArgumentError(
+                f"`scale` is an option of a literal kernel, not `filter {a.kind}`",
+                ctx.span,
+                hints=[f"usage: `{LITERAL_USAGE} scale=1/2`"],
+            )
         if a.kind in FIXED_3X3 and a.size not in (None, (3,), (3, 3)):
             raise ArgumentError(
                 f"`filter {a.kind}` is always 3x3, got size {fmt_size(a.size)}", ctx.span, hints=[usage]
@@ -193,7 +278,38 @@ class Filter(Op):
             missing = " and ".join(f"`{n}=`" for n in ("sigma", "lambda") if a[n] is None)
             raise ArgumentError(f"`filter gabor` needs {missing}", ctx.span, hints=[usage])
 
+    def _check_literal(self, a: Args, ctx: ShapeCtx) -> None:
+        usage = f"usage: `{LITERAL_USAGE}`"
+        if a.kernel is None:
+            raise ArgumentError(
+                "`filter` needs a kind (" + ", ".join(KINDS) + ") or a literal `kernel=`",
+                ctx.span,
+                hints=["e.g. `filter sobel`, `filter gaussian 5`, or `" + LITERAL_USAGE + "`"],
+            )
+        if a.kind is not None:
+            raise ArgumentError(
+                f"`kernel=` is a filter of its own: leave out `{a.kind}`", ctx.span, hints=[usage]
+            )
+        given = [n for n, d in GABOR_DEFAULTS.items() if a[n] != d] + (["sigma"] if a.sigma is not None else [])
+        if given:
+            raise ArgumentError(f"`{given[0]}` is not an option of a literal kernel", ctx.span, hints=[usage])
+        rows = a.kernel
+        if a.size is not None:
+            taps = len(rows) * len(rows[0])
+            want = a.size if len(a.size) > 1 else (a.size[0], 1)
+            if len(want) != 2 or math.prod(want) != taps or (len(rows) > 1 and (len(rows[0]), len(rows)) != want):
+                raise ArgumentError(
+                    f"the size {fmt_size(a.size)} does not fit the literal kernel "
+                    f"({len(rows[0])}x{len(rows)}: {len(rows)} row{'s' if len(rows) > 1 else ''} "
+                    f"of {len(rows[0])}, width x height)",
+                    ctx.span,
+                    hints=["leave the size out (the rows give it), or give a flat tuple that fills WxH row by row"],
+                )
+
     def _kernel(self, a: Args, rank: int) -> tuple[int, ...]:
+        if a.kernel is not None:
+            rows = _rows(a, None)
+            return (len(rows[0]),) if rank == 1 and len(rows) == 1 else (len(rows[0]), len(rows))
         return bcast(a.size, rank) if a.size is not None else (3,) * rank
 
     def _maps(self, a: Args) -> int:
@@ -207,7 +323,15 @@ class Filter(Op):
 
     def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
         self._check_args(a, ctx)
-        needs_spatial(x, ctx, f"filter {a.kind}")
+        needs_spatial(x, ctx, f"filter {a.kind}" if a.kernel is None else "a literal filter kernel")
+        if a.kernel is not None and len(self._kernel(a, x.rank)) != x.rank:
+            rows = _rows(a, None)
+            raise ctx.error(
+                f"a {len(rows[0])}x{len(rows)} literal kernel is 2-D, but gets {x}",
+                "a literal kernel is 1-D (one row) or 2-D; `filter blur K` and `filter gaussian K` take any rank",
+            )
+        if a.kernel is not None and a.size is not None:
+            a = Args({**dict(a.items()), "size": None})  # the size was checked against the rows
         if a.kind in TWO_D and x.rank != 2:
             raise ctx.error(
                 f"`filter {a.kind}` works on images (D@WxH), but gets {x}",

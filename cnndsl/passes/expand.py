@@ -410,7 +410,7 @@ def _value_text(v: object, env: Env) -> str:
         case ast.DepthDims(depth=d, dims=ds):
             return f"{fmt_num(evaluate(d, env))}@" + "x".join(fmt_num(evaluate(x, env)) for x in ds)
         case ast.Tuple(items=xs):
-            return "(" + ", ".join(fmt_num(evaluate(x, env)) for x in xs) + ")"
+            return "(" + ", ".join(_value_text(x, env) for x in xs) + ")"  # items: numbers or tuples
         case ast.SizeExpr(dims=(ast.Func(name=n, args=(x,)), *rest)) if n not in FUNCTIONS:  # `p(k/2)x0`
             return n + "x".join(_value_text(d, env) for d in (x, *rest))
         case ast.SizeExpr(dims=xs):
