@@ -86,6 +86,7 @@ def save_imported(
         "input": str(net.input),
         "imported_from": report.source,
         "torch_modules": report.modules,
+        "torch_alt": list(report.alt),  # layers in their other torch layout (1x1 convs held as nn.Linear)
         "new_layers": list(report.new),
     }
     if normalization is not None:

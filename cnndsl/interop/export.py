@@ -24,7 +24,7 @@ def export_torch(net: Any, weights: str | None, out: str | Path, *, which: str |
             hints=[f"name it `{Path(out).with_suffix('.safetensors')}`; load it with safetensors.torch.load_file"],
         )
     variables, meta = load_weights(net, weights, which)
-    sd, naming = export_state_dict(net, variables, names=meta.get("torch_modules"))
+    sd, naming = export_state_dict(net, variables, names=meta.get("torch_modules"), alt=meta.get("torch_alt", ()))
     write_safetensors(out, sd, {"cnndsl.network": net.name, "cnndsl.naming": naming})
     values = sum(int(v.size) for v in sd.values())
     return f"wrote {out}: {net.name}, {len(sd)} tensors ({values:,} values), names {naming}, from {meta['checkpoint']}"

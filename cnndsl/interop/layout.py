@@ -28,6 +28,9 @@ _BN = {"weight": ("params", "scale"), "bias": ("params", "bias"), "running_mean"
        "running_var": ("batch_stats", "var")}  # fmt: skip
 _AFFINE = {"weight": ("params", "scale"), "bias": ("params", "bias")}
 _AXES = {1: "L", 2: "HW", 3: "DHW"}
+# Norms with torch `weight`/`bias` (and BN's running statistics); instancenorm only when `affine`.
+_NORMS = ("bn", "layernorm", "groupnorm", "instancenorm")
+LAYOUTS = ("conv", "dwconv", "deconv", "dense", *_NORMS, "prelu", "layerscale")
 
 Shape_ = tuple[int, ...]
 
@@ -46,6 +49,7 @@ class Slot:
     flatten: Shape_ | None = None
     eps: float | None = None
     groups: int = 1
+    alt: Slot | None = None  # another torch layout of the same layer (a 1x1 conv as nn.Linear, timm's `gamma`)
 
     @property
     def signature(self) -> tuple[tuple[str, Shape_], ...]:
@@ -64,6 +68,8 @@ class Slot:
             group = f", {self.groups} groups" if self.groups > 1 else ""
             return f"{src} -> {ax}IO" + (", depthwise" if self.op == "dwconv" else group)
         if name == "weight" and self.op == "dense":
+            if len(here) == 4:
+                return "(out, in) -> 1x1 HWIO (an nn.Linear where cnndsl has a 1x1 conv)"
             if self.flatten is not None:
                 c, *sp = self.flatten
                 return f"(out, in) -> (in, out), rows NCHW -> NHWC ({c}@{'x'.join(map(str, sp[::-1]))})"
@@ -144,16 +150,24 @@ def _slot(n: ir.Layer, mine: dict[tuple[str, str], Shape_], at: str, flat: Shape
             b = mine[("params", "bias")]
             arrays["bias"] = ("params", "bias", b, b)
         groups = int(n.args.groups) if op == "conv" else 1
-        return Slot(n.name, op, at, arrays, flat if op == "dense" else None, groups=groups)
-    if op in ("bn", "layernorm"):
+        alt = None
+        if op == "conv" and groups == 1 and len(k) == 4 and k[:2] == (1, 1):  # torch may hold it as a Linear
+            linear = {"weight": ("params", "kernel", k, (k[3], k[2]))}
+            alt = Slot(n.name, "dense", at, linear | {t: v for t, v in arrays.items() if t != "weight"})
+        return Slot(n.name, op, at, arrays, flat if op == "dense" else None, groups=groups, alt=alt)
+    if op in _NORMS:
         table = _BN if op == "bn" else _AFFINE
         arrays = {t: (c, m, mine[(c, m)], mine[(c, m)]) for t, (c, m) in table.items()}
         return Slot(n.name, op, at, arrays, eps=float(n.args.eps))
     if op == "prelu":
         return Slot(n.name, op, at, {"weight": ("params", "slope", mine[("params", "slope")], (1,))})
+    if op == "layerscale":  # torchvision's ConvNeXt: `layer_scale` (D, 1, 1); timm's LayerScale: `gamma` (D,)
+        d = mine[("params", "scale")]
+        alt = Slot(n.name, op, at, {"gamma": ("params", "scale", d, d)})
+        return Slot(n.name, op, at, {"layer_scale": ("params", "scale", d, (*d, 1, 1))}, alt=alt)
     raise DataError(
         f"`{n.name}` ({n.text}) has variables, but cnndsl does not know PyTorch's layout for `{op}`",
-        notes=["state-dict import and export cover conv, dwconv, deconv, dense, bn, layernorm and prelu"],
+        notes=[f"state-dict import and export cover {', '.join(LAYOUTS)}"],
         hints=["give the network's other layers, or convert this layer's tensors yourself"],
     )
 

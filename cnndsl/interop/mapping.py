@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ArgumentError, DataError, did_you_mean
 from .files import StateDict, read_state_dict
 from .layout import IGNORED, TORCH_BN_EPS, TORCH_LN_EPS, Slot, fmt, slots
-from .zoo import torchvision_modules
+from .zoo import known_layouts, torchvision_linears, torchvision_modules
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,7 @@ class ImportReport:
     notes: tuple[str, ...]
     modules: dict[str, str] = field(default_factory=dict)  # cnndsl layer -> torch module prefix
     seconds: float = 0.0
+    alt: tuple[str, ...] = ()  # layers found in their other torch layout (a 1x1 conv held as nn.Linear, ...)
 
     @property
     def values(self) -> int:
@@ -103,6 +104,7 @@ class ImportReport:
             "left_out": [{"torch": k, "why": why} for k, why in self.ignored],
             "new": list(self.new),
             "modules": self.modules,
+            "alt": list(self.alt),
             "notes": list(self.notes),
             "seconds": round(self.seconds, 3),
         }
@@ -173,7 +175,7 @@ def import_state_dict(
 
     by_layer = {s.layer: s for s in wanted}
     fresh = _matching_layers(by_layer, new)
-    pairs: list[tuple[Slot, _Module]] = []
+    pairs: list[tuple[Slot, Slot, _Module]] = []  # (layer, the layout it was found in, torch module)
     left = [s for s in wanted if s.layer not in fresh]
     mods = sorted(modules.values(), key=lambda m: m.order)
     for prefix, layer in (map or {}).items():
@@ -186,7 +188,8 @@ def import_state_dict(
                 hints=did_you_mean(name, pool)
                 or [f"{what}s: " + ", ".join(list(pool)[:8]) + (", ..." * (len(pool) > 8))],
             )
-        if m.signature != s.signature:
+        used = s.alt if s.alt is not None and m.signature == s.alt.signature else s
+        if m.signature != used.signature:
             raise DataError(
                 f"the map pairs torch `{prefix}` with `{layer}`, but their tensors differ",
                 notes=[f"torch `{prefix}`: {m.describe()}", f"`{layer}` ({s.op}) needs {s.describe()} in torch layout"],
@@ -194,7 +197,7 @@ def import_state_dict(
             )
         if s not in left or m not in mods:
             raise ArgumentError(f"the map uses `{layer if s not in left else prefix}` twice, or it is `new`")
-        pairs.append((s, m))
+        pairs.append((s, used, m))
         left.remove(s)
         mods.remove(m)
     queues: dict[Any, list[_Module]] = {}
@@ -204,7 +207,9 @@ def import_state_dict(
     for s in left:
         q = queues.get(s.signature)
         if q:
-            pairs.append((s, q.pop(0)))
+            pairs.append((s, s, q.pop(0)))
+        elif s.alt is not None and queues.get(s.alt.signature):
+            pairs.append((s, s.alt, queues[s.alt.signature].pop(0)))
         else:
             unmatched.append(s)
     extra = sorted((m for q in queues.values() for m in q), key=lambda m: m.order)
@@ -215,7 +220,7 @@ def import_state_dict(
     out: dict[str, Any] = {}
     rows: list[Row] = []
     casts: set[str] = set()
-    for s, m in pairs:
+    for _, s, m in pairs:
         for tname, (coll, mine, here, there) in s.arrays.items():
             v = m.tensors[tname]
             if v.dtype != np.float32:
@@ -234,34 +239,39 @@ def import_state_dict(
                     _put(out, coll, layer, name, np.asarray(v))
         if "fixed" in init:
             out["fixed"] = jax.tree.map(np.asarray, init["fixed"])
-    notes += _eps_notes([p[0] for p in pairs], module_eps, {s.layer: m.prefix for s, m in pairs})
+    notes += _eps_notes([p[0] for p in pairs], module_eps, {s.layer: m.prefix for s, _, m in pairs})
     report = ImportReport(
         source=sd.path,
         rows=tuple(rows),
         ignored=tuple(ignored),
         new=tuple(s.layer for s in wanted if s.layer in fresh),
         notes=tuple(notes),
-        modules={s.layer: m.prefix for s, m in pairs},
+        modules={s.layer: m.prefix for s, _, m in pairs},
         seconds=time.perf_counter() - t0,
+        alt=tuple(s.layer for s, used, _ in pairs if used is not s),
     )
     return out, report
 
 
 # --- export ----------------------------------------------------------------------------------
 def export_state_dict(
-    net: Any, variables: dict[str, Any], *, names: Mapping[str, str] | None = None
+    net: Any, variables: dict[str, Any], *, names: Mapping[str, str] | None = None, alt: Iterable[str] = ()
 ) -> tuple[dict[str, np.ndarray], str]:
     """`(state dict, naming)`: `variables` in PyTorch's layout, keyed by torch module names.
 
     Names come from `names` (cnndsl layer -> torch module prefix, as an import records
-    them) when it covers every layer, else torchvision's for a zoo network of the same
-    structure, else the cnndsl layer names. BN layers get `num_batches_tracked` (0) so the
-    file loads with `strict=True`. `naming` says which names were used.
+    them) when it covers every layer, with the layers in `alt` written in their other torch
+    layout (as the import found them: a 1x1 conv as an nn.Linear, ...); else torchvision's
+    for a zoo network of the same structure (with its layouts: ConvNeXt's Linears); else the
+    cnndsl layer names. BN layers get `num_batches_tracked` (0) so the file loads with
+    `strict=True`. `naming` says which names were used.
     """
     wanted = slots(net.ir, variables)
-    prefixes, naming = _export_names(net, wanted, names)
+    prefixes, naming, other = _export_names(net, wanted, names, set(alt))
     out: dict[str, np.ndarray] = {}
     for s, prefix in zip(wanted, prefixes, strict=True):
+        if s.alt is not None and (s.layer in other or prefix in other):
+            s = s.alt
         for tname, (coll, mine, _, _) in s.arrays.items():
             v = np.asarray(_get(variables[coll], s.layer)[mine], np.float32)
             out[f"{prefix}.{tname}"] = s.to_torch(tname, v)
@@ -270,13 +280,16 @@ def export_state_dict(
     return out, naming
 
 
-def _export_names(net: Any, wanted: list[Slot], names: Mapping[str, str] | None) -> tuple[list[str], str]:
+def _export_names(
+    net: Any, wanted: list[Slot], names: Mapping[str, str] | None, alt: set[str]
+) -> tuple[list[str], str, set[str]]:
+    """(prefixes, naming, layers or prefixes to write in their other torch layout)."""
     if names and all(s.layer in names for s in wanted) and len(set(names.values())) >= len(wanted):
-        return [names[s.layer] for s in wanted], "the names recorded when the weights were imported"
+        return [names[s.layer] for s in wanted], "the names recorded when the weights were imported", alt
     zoo = torchvision_modules(net.name)
     if zoo is not None and len(zoo[1]) == len(wanted):
-        return zoo[1], f"torchvision's `{zoo[0]}`"
-    return [s.layer for s in wanted], "cnndsl's layer names (no torchvision model of this structure)"
+        return zoo[1], f"torchvision's `{zoo[0]}`", torchvision_linears(net.name)
+    return [s.layer for s in wanted], "cnndsl's layer names (no torchvision model of this structure)", alt
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -287,8 +300,8 @@ def _state_dict(source: Any, module_eps: dict[str, float]) -> StateDict:
         return read_state_dict(source)
     if hasattr(source, "state_dict") and hasattr(source, "named_modules"):  # a torch.nn.Module
         for name, mod in source.named_modules():
-            if hasattr(mod, "running_mean") and hasattr(mod, "eps"):
-                module_eps[name] = float(mod.eps)
+            if hasattr(mod, "eps") and (hasattr(mod, "running_mean") or hasattr(mod, "weight")):
+                module_eps[name] = float(mod.eps)  # BatchNorm, LayerNorm, GroupNorm, InstanceNorm
         return StateDict(_as_numpy(source.state_dict()), type(source).__name__, "module", True)
     if isinstance(source, Mapping):
         return StateDict(_as_numpy(source), "<state dict>", "mapping", True)
@@ -338,15 +351,19 @@ def _natural(s: str) -> list[Any]:
 
 
 def _order(modules: dict[str, _Module], sd: StateDict, network: str) -> str:
-    """Put `modules[*].order` in execution order as well as can be known; a note on how."""
+    """Put `modules[*].order` in execution order as well as can be known; a note on how.
+
+    Published names (torchvision's, then timm's: zoo.py), when they fit, win even over a
+    `.pth` file's order: registration order is not always execution order (RegNet registers
+    `proj` before `f`, whose first 1x1 conv has the same shape)."""
+    for whose, names in known_layouts(network):
+        if {_current(p) for p in modules} <= set(names):
+            rank = {p: i for i, p in enumerate(names)}
+            for m in modules.values():
+                m.order = rank[_current(m.prefix)]
+            return "" if sd.ordered else f"the {sd.format} file records no order: modules ordered as {whose} runs them"
     if sd.ordered:
         return ""
-    zoo = torchvision_modules(network)
-    if zoo is not None and {_current(p) for p in modules} <= set(zoo[1]):
-        rank = {p: i for i, p in enumerate(zoo[1])}
-        for m in modules.values():
-            m.order = rank[_current(m.prefix)]
-        return f"the {sd.format} file records no order: modules ordered as torchvision's `{zoo[0]}` runs them"
     for i, p in enumerate(sorted(modules, key=_natural)):
         modules[p].order = i
     return (
@@ -413,27 +430,45 @@ def _mismatch(
 
 
 def _eps_notes(matched: list[Slot], module_eps: dict[str, float], prefix: dict[str, str]) -> list[str]:
+    """Epsilons that change the outputs: compared with the torch modules' own when a module
+    was given, else with PyTorch's defaults (a state dict does not record eps)."""
     notes = []
+    norms = [s for s in matched if s.op in _NORM_EPS and s.eps is not None]
     if module_eps:
-        diff = [(s, module_eps[prefix[s.layer]]) for s in matched if s.op == "bn" and prefix[s.layer] in module_eps]
-        diff = [(s, e) for s, e in diff if not np.isclose(s.eps or 0.0, e, rtol=1e-6, atol=0)]
-        if diff:
-            s, e = diff[0]
-            notes.append(
-                f"BN epsilon differs in {len(diff)} layers, which changes the outputs: `{s.layer}` has eps={s.eps:g}, "
-                f"torch `{prefix[s.layer]}` eps={e:g}; write `bn eps={e:g}` in the spec"
-            )
-    else:
-        odd = [s for s in matched if s.op == "bn" and s.eps != TORCH_BN_EPS]
+        for op, label in _NORM_EPS.items():
+            diff = [(s, module_eps[prefix[s.layer]]) for s in norms if s.op == op and prefix[s.layer] in module_eps]
+            diff = [(s, e) for s, e in diff if not np.isclose(s.eps or 0.0, e, rtol=1e-6, atol=0)]
+            if diff:
+                s, e = diff[0]
+                notes.append(
+                    f"{label} epsilon differs in {len(diff)} layers, which changes the outputs: `{s.layer}` has "
+                    f"eps={s.eps:g}, torch `{prefix[s.layer]}` eps={e:g}; write `{op} eps={e:g}` in the spec"
+                )
+        return notes + _momentum(matched)
+    for op, label in _NORM_EPS.items():
+        default = TORCH_LN_EPS if op == "layernorm" else TORCH_BN_EPS
+        odd = [s for s in norms if s.op == op and not np.isclose(s.eps or 0.0, default, rtol=1e-6, atol=0)]
         if odd:
             notes.append(
-                f"{len(odd)} bn layers use eps={odd[0].eps:g} (`{odd[0].layer}`, ...), PyTorch's default is "
-                f"{TORCH_BN_EPS:g}; a state dict does not record eps: check the torch model uses the same "
-                "(torchvision's GoogLeNet and Inception use 0.001)"
+                f"{len(odd)} {op} layers use eps={odd[0].eps:g} (`{odd[0].layer}`, ...), PyTorch's default is "
+                f"{default:g}; a state dict does not record eps: check the torch model uses the same "
+                f"({_EPS_HINT[op]})"
             )
-    ln = [s for s in matched if s.op == "layernorm" and s.eps != TORCH_LN_EPS]
-    if ln:
-        notes.append(f"layernorm eps is {ln[0].eps:g} here, {TORCH_LN_EPS:g} in PyTorch: write `layernorm eps=1e-5`")
+    return notes + _momentum(matched)
+
+
+# cnndsl op -> how notes name it; which well-known models use another epsilon than PyTorch's default.
+_NORM_EPS = {"bn": "BN", "layernorm": "layernorm", "groupnorm": "groupnorm", "instancenorm": "instancenorm"}
+_EPS_HINT = {
+    "bn": "torchvision's GoogLeNet, Inception and MobileNetV3 and timm's tf_* models use 0.001",
+    "layernorm": "torchvision's and timm's ConvNeXt use 1e-6",
+    "groupnorm": "PyTorch's GroupNorm default is 1e-5",
+    "instancenorm": "PyTorch's InstanceNorm2d default is 1e-5",
+}
+
+
+def _momentum(matched: list[Slot]) -> list[str]:
+    notes = []
     if any(s.op == "bn" for s in matched):
         notes.append(
             "BN momentum matters only for training: cnndsl's m (default 0.99) is 1 - PyTorch's momentum "
