@@ -163,12 +163,13 @@ def instancenorm(e: Emit) -> str:
 
 def lrn(e: Emit) -> str:
     """PyTorch's window (channels `c - n//2 .. c + (n-1)//2`, which ONNX's `LRN` shifts by one
-    for even n): the squares averaged by an `AveragePool` over a channel axis, as PyTorch does."""
-    n, rank = e.a.size, e.xs.rank
-    sq = e.node("Unsqueeze", [e.node("Mul", [e.x, e.x]), e.ints("axis", [1])])
-    pads = [n // 2, *[0] * rank, (n - 1) // 2, *[0] * rank]
-    avg = e.node("AveragePool", [sq], kernel_shape=[n, *[1] * rank], pads=pads, count_include_pad=1)
-    avg = e.node("Squeeze", [avg, e.ints("squeeze", [1])])
+    for even n): the squares averaged by an `AveragePool` over a channel axis, as PyTorch does.
+    The positions are merged into one axis first, `(N, 1, D, H*W...)`, so the pool is 2-D for
+    any input rank (onnxruntime pools at most 3 axes)."""
+    n = e.a.size
+    sq = e.node("Reshape", [e.node("Mul", [e.x, e.x]), e.ints("as_image", [0, 1, e.xs.depth, -1])])
+    avg = e.node("AveragePool", [sq], kernel_shape=[n, 1], pads=[n // 2, 0, (n - 1) // 2, 0], count_include_pad=1)
+    avg = e.node("Reshape", [avg, e.ints("shape", e.static_dims(e.xs))])
     div = e.node("Add", [e.node("Mul", [avg, e.const("alpha", e.a.alpha)]), e.const("k", e.a.k)])
     return e.out("Div", [e.x, e.node("Pow", [div, e.const("beta", e.a.beta)])])
 

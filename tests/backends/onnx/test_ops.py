@@ -90,6 +90,7 @@ VARIANTS = (
     "input 3@11x9\nfilter sharpen p2",
     "input 2@11x9\nfilter blur 4x3",
     "input 2@11x9\nfilter gabor 7 theta=30 sigma=2 lambda=4 psi=45",
+    "input 2@11x9\nfilter kernel=((1, 2), (3, 4), (5, 6)) scale=0.5 p1",
     "input 3@11x9\nscale 1/127.5 offset=-1 -> normalize mean=0.5",
     "input 3@11x9\nnormalize std=(0.2, 0.3, 0.4)",
     "input 3@6x5\nflatten -> dense 4 nobias -> logsoftmax",
