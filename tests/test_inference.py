@@ -201,6 +201,9 @@ def test_winograd_equals_xla(spec):
 
 
 def test_winograd_is_the_inference_default_for_deep_3x3_layers(monkeypatch):
+    from cnndsl.backends import onednn
+
+    monkeypatch.setattr(onednn, "available", lambda: (False, "the defaults without the optional oneDNN kernel"))
     from cnndsl.backends._xla_guard import FLAG
 
     monkeypatch.setenv("XLA_FLAGS", FLAG)
@@ -262,6 +265,9 @@ def test_batchnorm_dot_lowering_equals_xla_reductions():
 
 
 def test_cpu_lowerings_only_under_the_xla_guard(monkeypatch):
+    from cnndsl.backends import onednn
+
+    monkeypatch.setattr(onednn, "available", lambda: (False, "the defaults without the optional oneDNN kernel"))
     """The CPU-measured defaults (shift, col2im, bn dot) apply only with YNNPACK fusions off."""
     from cnndsl.backends._xla_guard import FLAG
     from cnndsl.ops import REGISTRY
