@@ -64,8 +64,15 @@ class _Scope:
                 return (*self.path, n)
 
 
+# At most this many errors are reported from one file (rustc and tsc report each independent one).
+MAX_ERRORS = 20
+
+
 class _Expander:
     def __init__(self, module: ast.Module) -> None:
+        # Mistakes in one layer's name or arguments, each independent of the others (binding
+        # reads no shapes): collected, the layer replaced by `identity`, and reported together.
+        self.errors: list[CnnError] = []
         self.blocks: dict[str, ast.BlockDef] = {}
         for b in module.blocks:
             if b.name in self.blocks:
@@ -109,9 +116,10 @@ class _Expander:
                         hints=["choose another name for the repeat index"],
                     )
                 out: list[ir.Node] = []
+                same = it.index is None or not _sizes_use(it.body, it.index)  # every round the same size
                 for i in range(n):
                     body = self.chain(it.body, env if it.index is None else {**env, it.index: Fraction(i)}, scope)
-                    if not body.items and it.index is None:
+                    if not body.items and same:
                         break  # every round makes nothing (`repeat 0` inside): do not count to n
                     out.extend(body.items)
                 return out
@@ -173,8 +181,16 @@ class _Expander:
             )
         key = (id(it), tuple(env.items()))  # a layer in a block or repeat is bound once per argument values
         if key not in self.bound:
-            op = lookup(it.op, _op_span(it))
-            self.bound[key] = op, bind(op, it, env), " ".join([it.op, *(_arg_text(a, env) for a in it.args)])
+            try:
+                op = lookup(it.op, _op_span(it))
+                self.bound[key] = op, bind(op, it, env), " ".join([it.op, *(_arg_text(a, env) for a in it.args)])
+            except CnnError as e:
+                if len(self.errors) >= MAX_ERRORS:
+                    raise
+                for found in (e, *_more_in_layer(e, it, env)):
+                    found.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(self.sites)]
+                    self.errors.append(found)
+                self.bound[key] = REGISTRY["identity"], Args({}), it.op  # a stand-in: nothing after it is checked
         op, args, text = self.bound[key]
         path = scope.name(op.name, it.alias, it.span)
         return ir.Layer(op=op.name, args=args, path=path, text=text, span=it.span, sites=self.sites)
@@ -298,6 +314,9 @@ class _Sizer:
             self.stack.append(b.name)
             try:
                 self.memo[key] = self.chain(b.body, inner)
+            except CnnError as e:
+                e.notes.append(f"in `{it.text}` called at {it.span}")
+                raise
             finally:
                 self.stack.pop()
         return self.memo[key]
@@ -311,11 +330,18 @@ class _Sizer:
             return 0
         if it.index is None or not _sizes_use(it.body, it.index):
             return n * self.chain(it.body, env if it.index is None else {**env, it.index: Fraction(0)})
+        if n > MAX_LAYERS:
+            raise ArgumentError(
+                f"`repeat {expr_text(it.count)} as {it.index}` would run its body {n:,} times, over the limit of "
+                f"{MAX_LAYERS:,}",
+                it.count.span,
+                hints=["is the count a typo?"],
+            )
         total = 0
         for i in range(n):  # the index changes counts or block arguments inside: size each round
             total += self.chain(it.body, {**env, it.index: Fraction(i)})
-            if total > MAX_LAYERS or i >= MAX_LAYERS:
-                return max(total, MAX_LAYERS + 1)
+            if total > MAX_LAYERS:
+                break
         return total
 
 
@@ -467,7 +493,12 @@ def expand(module: ast.Module, source) -> ir.Network:
     x = input_shape(module.input)
     expander = _Expander(module)
     check_size(module.chain, expander.blocks)
-    body = expander.chain(module.chain, {}, _Scope(()))
+    try:
+        body = expander.chain(module.chain, {}, _Scope(()))
+    except CnnError as e:
+        raise _together([*expander.errors, e]) from None
+    if expander.errors:
+        raise _together(expander.errors)
     return ir.Network(
         name=module.name or _stem(source.path),
         input=x,
@@ -476,6 +507,50 @@ def expand(module: ast.Module, source) -> ir.Network:
         input_span=module.input.span,
         ast=module,
     )
+
+
+def _together(errors: list[CnnError]) -> CnnError:
+    """The first error, carrying the others (`err.more`), each reported once, at most `MAX_ERRORS`."""
+    seen: set[tuple[object, str]] = set()
+    unique = []
+    for e in errors:
+        if (e.span, e.message) not in seen:
+            seen.add((e.span, e.message))
+            unique.append(e)
+    first = unique[0]
+    first.more = unique[1:MAX_ERRORS]  # type: ignore[attr-defined]
+    return first
+
+
+def _more_in_layer(e: CnnError, it: ast.Layer, env: Env) -> list[CnnError]:
+    """Further mistakes in the same layer (`conv 6@5x5 strid=2 ciel`): bind again without the
+    argument at fault while it is an option or a bare word (leaving out a positional one would
+    shift the others and report what follows from it)."""
+    def standalone(a: ast.Arg | None) -> bool:
+        """An option, or a bare word that is no layer's name (`relu maxpool 2` lacks an `->`)."""
+        return a is not None and (
+            a.key is not None or isinstance(a.value, ast.Var) and a.value.name not in REGISTRY
+        )
+
+    found: list[CnnError] = []
+    args = list(it.args)
+    for _ in range(MAX_ERRORS):
+        bad = next((a for a in args if a.span == e.span), None)
+        if not standalone(bad):
+            break
+        args.remove(bad)  # type: ignore[arg-type]
+        try:
+            bind(lookup(it.op, _op_span(it)), ast.Layer(op=it.op, args=tuple(args), alias=it.alias, span=it.span), env)
+        except CnnError as nxt:
+            # only a mistake in another option or word is independent: one about a positional
+            # argument or the whole layer may follow from the removal (`8@3 x 3`, a missing `->`)
+            if not standalone(next((a for a in args if a.span == nxt.span), None)):
+                break
+            found.append(nxt)
+            e = nxt
+            continue
+        break
+    return found
 
 
 def _stem(path: str) -> str:

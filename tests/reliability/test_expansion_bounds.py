@@ -81,8 +81,12 @@ def test_the_bomb_stays_small_in_a_subprocess(tmp_path: Path) -> None:
         ),
         # rounds that make nothing are not counted to the end (this never finished before)
         ("input 3@8x8\nrepeat 1000000000000000 { repeat 0 { relu } } -> relu\n", None, None),
+        ("input 3@8x8\nrepeat 100000000 as i { repeat 0 { relu } } -> relu\n", None, None),
+        ("input 3@8x8\nrepeat 100000000 as i { repeat i - i { relu } }\n", (2, 8), "would run its body 100,000,000 times"),
+        ("block b(c) { repeat c { relu } }\ninput 3@8x8\nrepeat 2000 as i { b(i) }\n", (3, 8), "`repeat 2000` would expand"),
     ],
-    ids=["nested-repeat", "one-over", "block-argument", "accumulated", "empty-rounds"],
+    ids=["nested-repeat", "one-over", "block-argument", "accumulated", "empty-rounds", "empty-rounds-index",
+         "rounds-index", "index-argument"],
 )
 def test_the_bound_is_located_where_it_is_crossed(text: str, where: tuple[int, int] | None, message: str | None) -> None:
     t0 = time.process_time()
