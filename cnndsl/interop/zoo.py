@@ -117,7 +117,8 @@ def _efficientnet_b0() -> list[str]:
 # MobileNetV3's blocks: (expanded width == input width, squeeze-and-excitation)
 _MOBILENET_V3 = {
     "large": [(True, False), (False, False), (False, False), (False, True), (False, True), (False, True)]
-    + [(False, False)] * 4 + [(False, True)] * 5,
+    + [(False, False)] * 4
+    + [(False, True)] * 5,
     "small": [(True, True), (False, False), (False, False)] + [(False, True)] * 8,
 }
 
@@ -236,6 +237,8 @@ ZOO: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "wideresnet50_2": ("wide_resnet50_2", _resnet((3, 4, 6, 3), True)),
     "inceptionv3": ("inception_v3", _inception_v3),
 }
+
+
 def _timm_efficientnet_b0() -> list[str]:
     """timm's `efficientnet_b0` (timm/models/efficientnet.py, _efficientnet_blocks.py): a
     depthwise-separable first block, then inverted residuals; BN modules are BatchNormAct2d."""

@@ -2,7 +2,7 @@
 and cnndsl's torchvision names (cnndsl/interop/zoo.py) cover the same modules in the same
 order as the zoo specs' layers, so a real torchvision file maps the same way. (timm's
 resnet50 uses torchvision's names, see tests/fixtures/torchvision_keys/resnet50.json; its
-efficientnet_b0 has its own layout, to be tested once EfficientNet is in the zoo.)"""
+efficientnet_b0 has its own layout, tested with the modern zoo in test_modern.py.)"""
 
 from __future__ import annotations
 
