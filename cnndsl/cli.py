@@ -64,12 +64,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
                     "column": e.span.column if e.span else None,
                     "rendered": e.render(),
                 }
+                item["errors"] = [{"message": m.message, "line": m.span.line if m.span else None,
+                                   "column": m.span.column if m.span else None, "rendered": m.render()}
+                                  for m in (e, *getattr(e, "more", ()))]  # fmt: skip
                 results.append(item)
             else:
                 if isinstance(partial, ir.Network) and partial.body.items:
                     sys.stdout.write(render_table(partial, args.depth, color=_color(args), width=width, with_totals=False))
                     sys.stdout.flush()
-                print(_diagnostic(e.render(), args), file=sys.stderr)
+                found = [e, *getattr(e, "more", ())]  # every independent error (compiler.py)
+                for each in found:
+                    print(_diagnostic(each.render(), args), file=sys.stderr)
+                if len(found) > 1:
+                    print(_diagnostic(f"{path}: error: {len(found)} errors", args), file=sys.stderr)
             continue
         if args.werror and net.warnings:
             status = EXIT_USER  # `--werror`: each warning is reported as an error
@@ -203,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnError as e:
-        print(e.render(), file=sys.stderr)
+        for each in (e, *getattr(e, "more", ())):  # every independent error of a spec (compiler.py)
+            print(each.render(), file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

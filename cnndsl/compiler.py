@@ -22,10 +22,11 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
     """
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the spec
     source = Source(text, path)
+    module = parse_or_raise(text, path, source)
     try:
-        net = expand(parse(text, path), source)
+        net = expand(module, source)
     except CnnError as e:
-        raise e.with_source(source) from None
+        raise _with_train_errors(e, module, source) from None
     for i, step in enumerate(PASSES):
         try:
             net = step(net)
@@ -38,13 +39,40 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
                 except CnnError:
                     pass  # a later pass fails on the partial network too: report the first error
                 e.partial = partial  # type: ignore[attr-defined]
-            raise e.with_source(source) from None
+            raise _with_train_errors(e, net.ast, source) from None
     try:
         net = _check_train(net)
     except CnnError as e:
         raise e.with_source(source) from None
     net = lint(net)  # a reviewer's warnings, on the network that compiled
     return dataclasses.replace(net, warnings=tuple(w.with_source(source) for w in net.warnings))
+
+
+def parse_or_raise(text: str, path: str, source: Source) -> object:
+    try:
+        return parse(text, path)
+    except CnnError as e:
+        raise e.with_source(source) from None
+
+
+def _with_train_errors(e: CnnError, module: object, source: Source) -> CnnError:
+    """`e` (and the errors it carries in `e.more`) with the `train { ... }` section's own
+    mistakes added: each setting is read on its own, independent of the network's errors."""
+    from .passes.expand import MAX_ERRORS
+    from .training.config import settings_to_config
+
+    found = [e, *getattr(e, "more", ())]
+    for setting in getattr(module, "train", ()):
+        if len(found) >= MAX_ERRORS:
+            break
+        try:
+            settings_to_config([setting])
+        except CnnError as bad:
+            found.append(bad)
+    for f in found:
+        f.with_source(source)
+    e.more = found[1:MAX_ERRORS]  # type: ignore[attr-defined]
+    return e
 
 
 def _check_train(net: ir.Network) -> ir.Network:

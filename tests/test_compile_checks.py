@@ -198,3 +198,54 @@ def test_other_libraries_argument_names_get_ours(written: str, hint: str) -> Non
     with pytest.raises(CnnNameError) as e:
         compile_train(f"  optimizer = {written}")
     assert e.value.hints == [hint]
+
+
+# --- every independent error in one run (issue 13, item 3) -----------------------------------
+def errors_of(text: str) -> list:
+    from cnndsl.errors import CnnError
+
+    with pytest.raises(CnnError) as e:
+        compile_text(text, "m.cnn")
+    return [e.value, *getattr(e.value, "more", ())]
+
+
+def test_independent_errors_in_layers_and_settings_are_all_reported() -> None:
+    found = errors_of(
+        "input 1@28x28\nconv 6@5x5 strid=2 ciel -> relu -> maxpool 2 siz=3\n-> flatten -> densee 10\n"
+        "train {\n  epoch = 5\n  lr = -1\n}\n"
+    )
+    assert [(f.span.line, f.span.column) for f in found] == [(2, 12), (2, 20), (2, 46), (3, 15), (5, 3), (6, 8)]
+    assert all(f.source is not None and f.source.path == "m.cnn" for f in found)
+
+
+def test_errors_that_follow_from_an_earlier_one_are_not_repeated() -> None:
+    # a mistake in a block is one place in the source: reported once, at the first call
+    found = errors_of("block b(c) { conv c@3x3 strid=1 }\ninput 3@8x8\nb(4) -> b(4) -> b(8)")
+    assert [f.message for f in found] == ["`conv` has no option `strid`"]
+    assert found[0].notes == ["in `b(4)` called at 3:1"]
+    # a missing `->` (`relu maxpool 2`) and a spaced size (`8@3 x 3`): one error each, not their echoes
+    assert len(errors_of("input 1@28x28\nconv 6@5x5 -> relu\nmaxpool 2 -> flatten -> dense 10")) == 1
+    assert len(errors_of("input 3@32x32\nconv 8@3 x 3")) == 1
+
+
+def test_at_most_twenty_errors() -> None:
+    layers = " -> ".join(f"conv 4@3x3 p1 bogus{i}=1" for i in range(30))
+    assert len(errors_of(f"input 1@8x8\n{layers}")) == 20
+
+
+def test_a_shape_error_comes_with_the_train_sections_errors_and_the_partial_table() -> None:
+    found = errors_of("input 1@28x28\nconv 6@50x50 -> flatten -> dense 10\ntrain {\n  epoch = 5\n}\n")
+    assert [type(f).__name__ for f in found] == ["ShapeError", "CnnNameError"]
+    assert getattr(found[0], "partial", None) is not None
+
+
+def test_json_lists_every_error(tmp_path, capsys) -> None:
+    import json
+
+    from cnndsl.cli import main
+
+    spec = tmp_path / "m.cnn"
+    spec.write_text("input 1@28x28\nconv 6@5x5 strid=2 -> densee 10\n")
+    assert main(["compile", "--json", str(spec)]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert [e["column"] for e in out["errors"]] == [12, 23] and out["error"]["column"] == 12
