@@ -3,6 +3,7 @@
     cnndsl train examples/digits.cnn --epochs 3 --lr 0.01 --out runs/digits
     cnndsl train examples/digits.cnn --out runs/digits --resume --epochs 6
     cnndsl predict examples/digits.cnn --weights runs/digits seven.png
+    cnndsl predict --weights runs/digits --resize photos/ 'more/*.jpg'
     cnndsl eval examples/digits.cnn --weights runs/digits --split test
 
 Every `train { ... }` setting is an option of `cnndsl train` (`label_smoothing` is
@@ -55,6 +56,15 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps in all, and save")
     run.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over the first N devices")
+    multi = t.add_argument_group("several processes (jax.distributed; --devices then counts each process's devices)")
+    multi.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
+    multi.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    multi.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0 to N-1 (0 writes the run)")
+    multi.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run from the environment JAX detects (SLURM, Open MPI, Kubernetes, TPU pods)",
+    )
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -85,15 +95,29 @@ def register(sub: Any) -> None:
             settings.add_argument(flag, dest=f"set_{s.name}", metavar=CLI_FORMS.get(s.name, s.form), help=s.help)
     t.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="top-k classes of image files")
-    p.add_argument("spec", metavar="FILE", help="the .cnn file")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser(
+        "predict",
+        help="top-k classes of image files",
+        description="Top-k classes of image files, folders of images or glob patterns. The .cnn file is optional:"
+        " a run's checkpoint keeps the spec it was trained with. Images that cannot be read or fitted are"
+        " reported and skipped; the exit status is then 2.",
+    )
+    p.__class__ = _IntermixedParser  # `predict SPEC --weights RUN IMAGE`: positionals on both sides of options
+    p.usage = "%(prog)s [SPEC] IMAGE [IMAGE ...] --weights RUN [options]"
+    p.add_argument(
+        "inputs", nargs="*", metavar="[SPEC] IMAGE", help="the .cnn file (optional), then images, folders, globs"
+    )
     _weights_args(p)
     _spec_change_arg(p)
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON: one entry per image, with `top` or `error`")
     p.add_argument(
-        "--resize", type=int, metavar="N", help="resize the short side to N first (bilinear), as torchvision"
+        "--resize",
+        nargs="?",
+        const="input",
+        metavar="N",
+        help="alone: resize each image to the input size (bilinear); with N: resize the short side to N first"
+        " (bilinear), as torchvision",
     )
     p.add_argument("--crop", type=int, metavar="M", help="then centre-crop M x M (torchvision's eval transform)")
     _inference_args(p)
@@ -109,6 +133,22 @@ def register(sub: Any) -> None:
     e.add_argument("--json", action="store_true", help="print JSON")
     _inference_args(e)
     e.set_defaults(func=cmd_eval)
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A sub-command parser whose positionals may sit before and after options (one
+    `nargs="*"` positional otherwise takes only the first run of them)."""
+
+    _inner = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inner:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
 
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
@@ -153,6 +193,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, stop: Any) -> int:
+    from .training import distributed
+
+    # Before anything touches JAX: a multi-process run joins its peers first.
+    launch = distributed.Launch(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
+    distributed.initialize(launch)
     from .net import load
     from .training.loop import train
 
@@ -178,44 +223,86 @@ def _train(args: argparse.Namespace, stop: Any) -> int:
     return stop.exit_code  # 0, or 130 / 143 after SIGINT / SIGTERM (the run saved what it had)
 
 
+def _predict_inputs(args: argparse.Namespace) -> tuple[str | None, list[str], bool | int | None]:
+    """`(spec, images, resize)` from the positional arguments: a first argument ending in
+    `.cnn` is the spec. `--resize` followed by an image (argparse took it as N) is `--resize`
+    alone, and the image is given back."""
+    from .errors import ArgumentError
+
+    inputs = list(args.inputs)
+    resize: bool | int | None = None
+    if args.resize == "input":
+        resize = True
+    elif args.resize is not None:
+        try:
+            resize = int(args.resize)
+        except ValueError:
+            if args.resize.startswith("-"):
+                raise ArgumentError(f"`--resize {args.resize}`: N is a number of pixels") from None
+            inputs.append(args.resize)  # `--resize seven.png`: an image, not a size
+            resize = True
+    spec = inputs.pop(0) if inputs and inputs[0].endswith(".cnn") else None
+    if not inputs:
+        raise ArgumentError(
+            "no images given", hints=["name image files, folders or glob patterns after the spec: `seven.png`, `imgs/`"]
+        )
+    return spec, inputs, resize
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoint import strict_json
+    from .errors import DataError
     from .net import load
-    from .training.evaluation import predict
+    from .training.evaluation import ImageError, expand_images, predict
 
-    net, images, tmp = load(args.spec), args.images, None
-    if args.resize is not None or args.crop is not None:  # torchvision's eval transform, as lossless PNGs
-        from .interop.preprocess import transformed_files
-
-        tmp, images = transformed_files(
-            images, args.resize, args.crop, channels=net.input.depth, size=net.input.spatial
+    spec, inputs, resize = _predict_inputs(args)
+    images, errors = expand_images(inputs)
+    preds = []
+    if images:
+        failed: list[ImageError] = []
+        preds = predict(
+            load(spec) if spec is not None else None,
+            args.weights,
+            images,
+            top=args.top,
+            which=args.which,
+            fold=args.fold,
+            dtype=args.dtype,
+            allow_changed_spec=args.allow_changed_spec,
+            resize=resize,
+            crop=args.crop,
+            errors=failed,
         )
-    preds = predict(
-        net,
-        args.weights,
-        images,
-        top=args.top,
-        which=args.which,
-        fold=args.fold,
-        dtype=args.dtype,
-        allow_changed_spec=args.allow_changed_spec,
-    )
-    if tmp is not None:
-        tmp.cleanup()
-        preds = [type(p)(str(orig), p.top) for p, orig in zip(preds, args.images, strict=True)]
+        errors += failed
     if args.json:
-        doc = [
-            {"image": p.path, "top": [{"class": i, "name": n, "probability": q} for i, n, q in p.top]} for p in preds
-        ]
+        by_path = {p.path: p for p in preds}
+        bad = {e.path: e for e in errors}
+        doc = []
+        for path in [*images, *(e.path for e in errors if e.path not in images)]:
+            if path in by_path:
+                top = [{"class": i, "name": n, "probability": q} for i, n, q in by_path[path].top]
+                doc.append({"image": path, "top": top})
+            elif path in bad:
+                doc.append({"image": path, "error": bad[path].error.message})
         print(strict_json(doc, indent=2))
+    else:
+        for p in preds:
+            print(p.path)
+            width = max(len(n) for _, n, _ in p.top)
+            for rank, (i, name, q) in enumerate(p.top, 1):
+                label = name if name == str(i) else f"{name} ({i})"
+                print(f"  {rank}. {label:<{width + 5}} {100 * q:6.2f}%")
+    if not errors:
         return 0
-    for p in preds:
-        print(p.path)
-        width = max(len(n) for _, n, _ in p.top)
-        for rank, (i, name, q) in enumerate(p.top, 1):
-            label = name if name == str(i) else f"{name} ({i})"
-            print(f"  {rank}. {label:<{width + 5}} {100 * q:6.2f}%")
-    return 0
+    for e in errors:
+        print(e.error.render(), file=sys.stderr)
+    total = len(preds) + len(errors)
+    raise DataError(
+        f"{len(errors)} of {total} image{'s' * (total != 1)} skipped: "
+        + ", ".join(f"`{e.path}`" for e in errors[:10])
+        + (f" and {len(errors) - 10} more" if len(errors) > 10 else ""),
+        notes=[f"the predictions above are for the other {len(preds)}"] if preds else [],
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..data import Normalization, check_labels, load_dataset, load_images, select_classes
-from ..errors import ArgumentError
+from ..errors import ArgumentError, CnnError, DataError
 from ..net import Net
 from .config import TrainConfig
 from .weights import load_weights
+
+PREDICT_BATCH = 256  # images per forward pass in `predict`
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,8 @@ def _inference(net: Net, variables: dict, fold: bool) -> tuple[Net, dict]:
     return net.for_inference(variables) if fold else (net, variables)
 
 
-def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str, dtype: str = "float32") -> np.ndarray:
+def _probability_fn(net: Net, loss: str, dtype: str = "float32") -> Any:
+    """`fn(variables, x) -> probabilities`, jitted once for every batch of a call."""
     import jax
 
     from ..backends.jax import final_activation, forward
@@ -68,11 +71,103 @@ def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str, dtype: s
             return out if probabilities else jax.nn.sigmoid(out)
         return jax.nn.softmax(out, axis=-1)
 
-    return np.asarray(run(variables, x))
+    return run
+
+
+def _probabilities(net: Net, variables: dict, x: np.ndarray, loss: str, dtype: str = "float32") -> np.ndarray:
+    return np.asarray(_probability_fn(net, loss, dtype)(variables, x))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageError:
+    """An image `predict` skipped, and why (the error that reading or fitting it raised)."""
+
+    path: str
+    error: CnnError
+
+
+def expand_images(args: Sequence[str | Path]) -> tuple[list[str], list[ImageError]]:
+    """Image paths from command-line arguments: a folder gives its image files (by suffix,
+    sorted, not recursive), a glob pattern that names no file its matches (`**` recurses),
+    anything else itself. A folder without images or a pattern without matches is an error
+    of its own, so a typo is never silently nothing."""
+    import glob
+
+    paths: list[str] = []
+    errors: list[ImageError] = []
+    for arg in map(str, args):
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                errors.append(
+                    ImageError(arg, DataError(f"the folder `{arg}` holds no image files ({', '.join(IMAGE_SUFFIXES)})"))
+                )
+            paths += found
+        elif not p.exists() and glob.has_magic(arg):
+            found = sorted(f for f in glob.glob(arg, recursive=True) if Path(f).is_file())
+            if not found:
+                errors.append(ImageError(arg, DataError(f"no file matches `{arg}`")))
+            paths += found
+        else:
+            paths.append(arg)
+    return paths, errors
+
+
+def net_from_checkpoint(weights: str | Path, which: str | None = None) -> Net:
+    """The network a run was trained with, compiled from the spec text its checkpoint keeps
+    (so `cnndsl predict --weights RUN IMAGE` needs no .cnn file)."""
+    from ..checkpoint import checkpoint_info
+    from ..net import loads
+    from .weights import checkpoint_root
+
+    root = checkpoint_root(weights)
+    choice = which or ("best" if (root / "best").is_file() else "latest")
+    info = checkpoint_info(root, which=choice)  # type: ignore[arg-type]
+    text, path = info.meta.get("spec"), info.meta.get("spec_path")
+    if not isinstance(text, str):
+        raise DataError(
+            f"`{info.path}` does not keep the spec it was trained with",
+            hints=["give the .cnn file: `cnndsl predict SPEC --weights RUN IMAGE`"],
+        )
+    return loads(text, f"{path if isinstance(path, str) else 'spec'} (as saved in {info.path})")
+
+
+def _resize_hint(err: DataError, net: Net) -> DataError:
+    """`load_images` suggests the training setting `resize`; `predict` has options for it."""
+    w, h = net.input.spatial if net.input.rank == 2 else (0, 0)
+    err.hints = [
+        f"or resize it to {w}x{h} on loading: `--resize` (bilinear), or `--resize N --crop M` (torchvision's eval"
+        " transform); in Python `predict(..., resize=True)`"
+        if "(`resize`)" in hint
+        else hint
+        for hint in err.hints
+    ]
+    return err
+
+
+def _load_one(path: str, net: Net, cfg: TrainConfig, resize: bool | int | None, crop: int | None) -> np.ndarray:
+    """One image file as a (1, ...) float32 batch, fitted to the input (pixels 0..255)."""
+    if isinstance(resize, bool) or (resize is None and crop is None):
+        try:
+            return load_images([path], net.input, grayscale=cfg.grayscale, resize=bool(resize) or cfg.resize)
+        except DataError as e:
+            raise _resize_hint(e, net) from None
+    from ..interop.preprocess import transformed_files
+
+    size = net.input.spatial if net.input.rank == 2 else None
+    tmp, files = transformed_files([path], resize, crop, channels=net.input.depth, size=size)
+    try:
+        return load_images(files, net.input, grayscale=cfg.grayscale)
+    finally:
+        tmp.cleanup()
 
 
 def predict(
-    net: Net,
+    net: Net | None,
     weights: str | Path,
     images: Sequence[str | Path],
     *,
@@ -81,26 +176,59 @@ def predict(
     fold: bool = False,
     dtype: str = "float32",
     allow_changed_spec: bool = False,
+    resize: bool | int | None = None,
+    crop: int | None = None,
+    errors: list[ImageError] | None = None,
 ) -> list[Prediction]:
     """The `top` most probable classes of each image file (fitted to `net.input` as in
-    training: grayscale/resize per the run's settings, then its normalisation). `fold`: run
-    the inference-compiled network (`Net.for_inference`); `dtype="bfloat16"`: convolutions
-    and dense layers in bfloat16 with float32 accumulation. A spec that differs from the
-    one the weights were trained with is refused unless `allow_changed_spec`."""
+    training: grayscale/resize per the run's settings, then its normalisation). `net=None`
+    compiles the spec the checkpoint keeps. `resize=True` resizes any image to the input
+    size (bilinear); `resize=N` / `crop=M` apply torchvision's eval transform (short side to
+    N, centre M x M). `fold`: run the inference-compiled network (`Net.for_inference`);
+    `dtype="bfloat16"`: convolutions and dense layers in bfloat16 with float32 accumulation.
+    A spec that differs from the one the weights were trained with is refused unless
+    `allow_changed_spec`. With an `errors` list, an image that cannot be read or fitted is
+    appended there and skipped; without one, the first such image raises its `DataError`."""
+    if resize is True and crop is not None:
+        raise ArgumentError(
+            "`--resize` without a size stretches to the input size, so there is nothing left to crop",
+            hints=["give the short side: `--resize N --crop M` (e.g. `--resize 256 --crop 224`)"],
+        )
+    if net is None:
+        net = net_from_checkpoint(weights, which)
     variables, meta = load_weights(net, weights, which, allow_changed_spec=allow_changed_spec)
     net, variables = _inference(net, variables, fold)
     cfg = TrainConfig.from_dict(meta.get("config", {}))
-    x = load_images(images, net.input, grayscale=cfg.grayscale, resize=cfg.resize)
-    x = Normalization.from_dict(meta["normalization"]).apply(x) if "normalization" in meta else x
-    if net.input.is_flat:
-        x = x.reshape(len(x), -1)
-    p = _probabilities(net, variables, x, cfg.loss, dtype)
+    if not images:
+        raise DataError("no images given")
+    kept, arrays = [], []
+    for path in map(str, images):
+        try:
+            arrays.append(_load_one(path, net, cfg, resize, crop))
+        except DataError as e:
+            if errors is None:
+                raise
+            errors.append(ImageError(path, e))
+            continue
+        kept.append(path)
+    if not kept:
+        return []
+    norm = Normalization.from_dict(meta["normalization"]) if "normalization" in meta else None
     names = list(meta.get("class_names") or [])
-    names += [str(i) for i in range(len(names), p.shape[-1])]
-    out = []
-    for path, row in zip(images, p, strict=True):
-        order = np.argsort(-row, kind="stable")[: max(1, min(top, len(row)))]
-        out.append(Prediction(str(path), tuple((int(i), names[i], float(row[i])) for i in order)))
+    run, out = _probability_fn(net, cfg.loss, dtype), []
+    for i in range(0, len(kept), PREDICT_BATCH):  # fixed-size padded batches: one compilation
+        x = np.concatenate(arrays[i : i + PREDICT_BATCH])
+        n = len(x)
+        size = min(PREDICT_BATCH, len(kept))
+        x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)]) if n < size else x
+        x = norm.apply(x) if norm is not None else x
+        if net.input.is_flat:
+            x = x.reshape(len(x), -1)
+        p = np.asarray(run(variables, x))[:n]
+        names += [str(j) for j in range(len(names), p.shape[-1])]
+        for path, row in zip(kept[i : i + PREDICT_BATCH], p, strict=True):
+            order = np.argsort(-row, kind="stable")[: max(1, min(top, len(row)))]
+            out.append(Prediction(path, tuple((int(j), names[j], float(row[j])) for j in order)))
     return out
 
 

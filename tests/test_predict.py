@@ -1,0 +1,118 @@
+"""`cnndsl predict` as a user meets it (issue 13, item 9): any image size with `--resize`,
+folders and globs, bad images reported and skipped (exit 2 at the end, each named), strict
+`--json`, and a run folder alone (the checkpoint keeps the spec)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnndsl
+from cnndsl.cli import main
+from cnndsl.training import train
+from cnndsl.training.evaluation import ImageError, predict
+
+SPEC = """network Tiny
+input 1@8x8
+flatten -> dense 10 -> softmax
+train {
+  data = digits
+  batch = 64
+  epochs = 1
+  seed = 0
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A one-epoch run of a tiny net (seconds), and its spec file."""
+    folder = tmp_path_factory.mktemp("predict")
+    spec = folder / "tiny.cnn"
+    spec.write_text(SPEC)
+    train(cnndsl.load(spec), out=folder / "run", quiet=True, plot=False)
+    return folder / "run", spec
+
+
+@pytest.fixture(scope="module")
+def pics(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """imgs/: two 8x8 digits, one 28x28 image, one file that is no image."""
+    from PIL import Image
+
+    from cnndsl.data import load_dataset
+    from cnndsl.shape import Shape
+
+    ds = load_dataset("digits", Shape(1, (8, 8)))
+    d = tmp_path_factory.mktemp("imgs")
+    for i in range(2):
+        Image.fromarray(ds.x_test[i, :, :, 0].astype(np.uint8)).save(d / f"d{i}.png")
+    Image.fromarray(np.kron(ds.x_test[0, :, :, 0], np.ones((4, 4))).astype(np.uint8)[2:30, 2:30]).save(d / "big.png")
+    (d / "broken.png").write_text("not an image")
+    (d / "notes.txt").write_text("not an image either, and not an image suffix")
+    return d
+
+
+def test_a_run_folder_alone_predicts(run: tuple[Path, Path], pics: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, spec = run
+    assert main(["predict", "--weights", str(folder), str(pics / "d0.png"), "--top", "2"]) == 0
+    alone = capsys.readouterr().out
+    assert main(["predict", str(spec), "--weights", str(folder), str(pics / "d0.png"), "--top", "2"]) == 0
+    assert capsys.readouterr().out == alone  # the same network, from the checkpoint's copy of the spec
+    assert alone.splitlines()[0] == str(pics / "d0.png") and alone.count("%") == 2
+
+
+def test_bad_images_are_skipped_named_and_exit_2(
+    run: tuple[Path, Path], pics: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = run
+    args = ["predict", "--weights", str(folder), str(pics), str(pics / "missing.png"), "--json", "--top", "3"]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # strict JSON: json.loads would take NaN, so check the text too
+    assert "NaN" not in out and "Infinity" not in out
+    by = {Path(d["image"]).name: d for d in doc}
+    assert set(by) == {"big.png", "broken.png", "d0.png", "d1.png", "missing.png"}  # notes.txt: not an image suffix
+    assert len(by["d0.png"]["top"]) == 3 and "error" not in by["d0.png"]
+    assert "1@28x28, but the network's input is 1@8x8" in by["big.png"]["error"]
+    assert "cannot read the image" in by["broken.png"]["error"] and by["missing.png"]["error"].startswith("no image")
+    assert "`--resize` (bilinear)" in err  # the hint names the option predict has
+    last = err.strip().splitlines()[-2:]
+    assert last[0].startswith("error: 3 of 5 images skipped: ") and "big.png" in last[0] and "missing.png" in last[0]
+    assert last[1] == "  = the predictions above are for the other 2"
+    assert "Traceback" not in err
+
+
+def test_resize_fits_any_size_and_globs_expand(
+    run: tuple[Path, Path], pics: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = run
+    # `--resize` alone before an image: argparse takes the image as N; predict gives it back
+    assert main(["predict", "--weights", str(folder), "--resize", str(pics / "big.png"), "--top", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == str(pics / "big.png")
+    assert main(["predict", "--weights", str(folder), str(pics / "d*.png"), "--json"]) == 0
+    assert [Path(d["image"]).name for d in json.loads(capsys.readouterr().out)] == ["d0.png", "d1.png"]
+    assert main(["predict", "--weights", str(folder), str(pics / "*.jpeg")]) == 2
+    assert "no file matches" in capsys.readouterr().err
+    assert main(["predict", "--weights", str(folder), "--resize", "--crop", "4", str(pics / "d0.png")]) == 2
+    assert "nothing left to crop" in capsys.readouterr().err
+    assert main(["predict", "--weights", str(folder)]) == 2
+    assert "no images given" in capsys.readouterr().err
+
+
+def test_resize_matches_the_bilinear_stretch(run: tuple[Path, Path], pics: Path) -> None:
+    """`resize=True` is PIL's bilinear resize to the input size, then the same network."""
+    from PIL import Image
+
+    folder, _ = run
+    small = pics.parent / "stretched.png"
+    Image.open(pics / "big.png").convert("L").resize((8, 8), Image.Resampling.BILINEAR).save(small)
+    errors: list[ImageError] = []
+    a = predict(None, folder, [pics / "big.png", pics / "broken.png"], resize=True, errors=errors)
+    b = predict(None, folder, [small])
+    assert [e.path for e in errors] == [str(pics / "broken.png")] and len(a) == 1
+    assert a[0].top[0][0] == b[0].top[0][0] and a[0].top[0][2] == pytest.approx(b[0].top[0][2], abs=1e-6)
+    with pytest.raises(cnndsl.errors.DataError, match="cannot read the image"):
+        predict(None, folder, [pics / "broken.png"])  # without `errors`, the first bad image raises
