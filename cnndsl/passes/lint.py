@@ -33,9 +33,7 @@ def _final(n: ir.Node) -> str | None:
     """The layer's `Op.final_activation` trait (softmax, logsoftmax, sigmoid) or None."""
     if not isinstance(n, ir.Layer):
         return None
-    op = REGISTRY[n.op]
-    # `getattr` until every op declares the trait (ops/base.py); the names are the trait's values
-    return getattr(op, "final_activation", None) or (n.op if n.op in _LAST_ONLY else None)
+    return REGISTRY[n.op].final_activation
 
 
 def _main_path(chain: ir.Chain) -> Iterator[ir.Node]:
