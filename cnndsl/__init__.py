@@ -20,6 +20,7 @@ from .errors import (
     CnnWarning,
     DataError,
     ShapeError,
+    SpecFileError,
 )
 from .net import Net, load, loads
 from .shape import Shape
@@ -38,6 +39,7 @@ __all__ = [
     "Net",
     "Shape",
     "ShapeError",
+    "SpecFileError",
     "__version__",
     "load",
     "loads",
