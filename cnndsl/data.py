@@ -890,10 +890,12 @@ def batches(
     epoch: int = 0,
     drop_last: bool = False,
     start: int = 0,
+    rows: slice | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield `(x[idx], y[idx])` batches of `batch_size` (the last one smaller unless
     `drop_last`). The order is a permutation drawn from `(seed, epoch)` alone, so a run
-    resumed at batch `start` of an epoch sees exactly the batches it would have seen."""
+    resumed at batch `start` of an epoch sees exactly the batches it would have seen.
+    `rows`: only those rows of each batch are read (one process's shard of a global batch)."""
     if batch_size < 1:
         raise DataError(f"the batch size must be at least 1, got {batch_size}")
     n = len(x)
@@ -901,13 +903,23 @@ def batches(
     stop = n - n % batch_size if drop_last else n
     for i in range(start * batch_size, stop, batch_size):
         idx = order[i : i + batch_size]
+        if rows is not None:
+            idx = idx[rows]
         yield x[idx], y[idx]
 
 
-def random_crop(x: np.ndarray, rng: np.random.Generator, padding: int, *, fill: float | np.ndarray = 0.0) -> np.ndarray:
+def random_crop(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    padding: int,
+    *,
+    fill: float | np.ndarray = 0.0,
+    part: tuple[slice, int] | None = None,
+) -> np.ndarray:
     """Pad each image of `x: (N, H, W, D)` by `padding` on every side with `fill` (a number,
     or one per channel), then crop it back to H x W at an offset drawn uniformly from the
-    (2p+1)^2 choices."""
+    (2p+1)^2 choices. `part=(rows, total)`: `x` is those rows of a batch of `total`, and gets
+    the offsets those rows would get (one process's shard of a global batch)."""
     _need_images(x, "random crop")
     if padding <= 0:
         return x
@@ -916,31 +928,46 @@ def random_crop(x: np.ndarray, rng: np.random.Generator, padding: int, *, fill: 
     padded = np.empty((n, h + 2 * p, w + 2 * p, d), x.dtype)
     padded[...] = fill
     padded[:, p : p + h, p : p + w] = x
-    dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
+    dy, dx = rng.integers(0, 2 * p + 1, size=(2, n if part is None else part[1]))
+    if part is not None:
+        dy, dx = dy[part[0]], dx[part[0]]
     rows = (dy[:, None] + np.arange(h))[:, :, None]  # (N, H, 1)
     cols = (dx[:, None] + np.arange(w))[:, None, :]  # (N, 1, W)
     return padded[np.arange(n)[:, None, None], rows, cols]
 
 
-def random_flip(x: np.ndarray, rng: np.random.Generator, *, p: float = 0.5) -> np.ndarray:
-    """Mirror each image of `x: (N, H, W, D)` left-right with probability `p`."""
+def random_flip(
+    x: np.ndarray, rng: np.random.Generator, *, p: float = 0.5, part: tuple[slice, int] | None = None
+) -> np.ndarray:
+    """Mirror each image of `x: (N, H, W, D)` left-right with probability `p` (`part`: as
+    `random_crop`'s)."""
     _need_images(x, "horizontal flip")
-    flip = rng.random(len(x)) < p
+    flip = rng.random(len(x) if part is None else part[1]) < p
+    if part is not None:
+        flip = flip[part[0]]
     return np.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
 
 def augment(
-    x: np.ndarray, rng: np.random.Generator, *, crop: int = 0, flip: bool = False, fill: float | np.ndarray = 0.0
+    x: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    crop: int = 0,
+    flip: bool = False,
+    fill: float | np.ndarray = 0.0,
+    part: tuple[slice, int] | None = None,
 ) -> np.ndarray:
     """Random crop with `crop` pixels of padding, then a random horizontal flip.
 
     Deterministic given `rng`'s state; e.g. `np.random.default_rng((seed, epoch, step))`.
     `fill` pads with black: 0 for raw pixels, `norm.apply(np.zeros(D))` once normalised.
+    `part=(rows, total)`: `x` is those rows of a batch of `total` and is augmented as they
+    would be in the whole batch, so a process's shard matches a single-process run.
     """
     if crop:
-        x = random_crop(x, rng, crop, fill=fill)
+        x = random_crop(x, rng, crop, fill=fill, part=part)
     if flip:
-        x = random_flip(x, rng)
+        x = random_flip(x, rng, part=part)
     return x
 
 

@@ -190,17 +190,19 @@ def make_optimizer(
 
 # --- where arrays live -----------------------------------------------------------------------
 class Placement:
-    """Data parallelism over the first `devices` devices: a 1-D mesh `("data",)`, batches
-    sharded on their leading axis, everything else replicated. After
-    `jax.distributed.initialize()` the devices are global and every process feeds the same
-    global batch (each keeps only its own rows), so the code runs multi-host unchanged."""
+    """Data parallelism over `devices` devices: a 1-D mesh `("data",)`, batches sharded on
+    their leading axis, everything else replicated. After `jax.distributed.initialize()`
+    the mesh is global: the first `devices` local devices of every process, in process
+    order, so process p holds a contiguous block of rows of each global batch (`rows`) and
+    feeds only those (`put_local`); XLA all-reduces the gradients across processes."""
 
     def __init__(self, devices: int = 1) -> None:
-        available = jax.devices()
+        available = jax.local_devices()
         if devices < 1 or devices > len(available):
             raise ArgumentError(
                 f"--devices {devices}: {len(available)} {available[0].platform} device"
-                f"{'s are' if len(available) != 1 else ' is'} available",
+                f"{'s are' if len(available) != 1 else ' is'} available"
+                + (" to this process" if jax.process_count() > 1 else ""),
                 hints=[
                     (
                         "on CPU, more devices: XLA_FLAGS=--xla_force_host_platform_device_count=4 "
@@ -208,22 +210,64 @@ class Placement:
                     )
                 ],
             )
-        self.devices = devices
-        self.mesh = Mesh(np.asarray(available[:devices]), ("data",))
+        self.local_devices = devices
+        self.processes = jax.process_count()
+        if self.processes == 1:
+            chosen = available[:devices]
+        else:  # every process's first `devices` devices, process by process
+            by_process: dict[int, list[Any]] = {}
+            for d in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+                by_process.setdefault(d.process_index, []).append(d)
+            chosen = [d for p in sorted(by_process) for d in by_process[p][:devices]]
+        self.devices = len(chosen)
+        self.mesh = Mesh(np.asarray(chosen), ("data",))
         self.batch = NamedSharding(self.mesh, PartitionSpec("data"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
     def describe(self) -> str:
         d = self.mesh.devices.flat[0]
+        if self.processes > 1:
+            return f"{self.processes} processes × {self.local_devices} {d.platform} (data parallel, jax.distributed)"
         return f"{self.devices} × {d.platform}" + (" (data parallel)" if self.devices > 1 else "")
 
+    def rows(self, n: int) -> slice:
+        """This process's rows of a global batch of `n` (all of them with one process)."""
+        if self.processes == 1:
+            return slice(0, n)
+        spans = sorted((i[0].start or 0, n if i[0].stop is None else i[0].stop)
+                       for i in self.batch.addressable_devices_indices_map((n,)).values())  # fmt: skip
+        return slice(spans[0][0], spans[-1][1])
+
     def state(self, tree: Any) -> Any:
-        return jax.device_put(tree, self.replicated)
+        """Replicated on the mesh. With several processes each builds its copies from its own
+        host values (every process holds the same ones), as `device_put` cannot reach a peer's."""
+        if self.processes == 1:
+            return jax.device_put(tree, self.replicated)
+
+        def one(x: Any) -> Any:
+            key = isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+            a = np.asarray(jax.random.key_data(x) if key else x)
+            g = jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
+            return jax.random.wrap_key_data(g, impl=jax.random.key_impl(x)) if key else g
+
+        return jax.tree.map(one, tree)
+
+    def put_local(self, n: int, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+        """Global batches of `n` rows from this process's rows of them (`rows(n)`)."""
+        if self.processes == 1:
+            return tuple(jax.device_put(a, self.batch) for a in arrays)
+        return tuple(
+            jax.make_array_from_process_local_data(self.batch, np.ascontiguousarray(a), (n, *a.shape[1:]))
+            for a in arrays
+        )
 
     def put_batch(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
-        if jax.process_count() == 1:
+        """Global batches from the whole of them (each process keeps its rows)."""
+        if self.processes == 1:
             return tuple(jax.device_put(a, self.batch) for a in arrays)
-        return tuple(jax.make_array_from_callback(a.shape, self.batch, lambda idx, a=a: a[idx]) for a in arrays)
+        n = len(arrays[0])
+        r = self.rows(n)
+        return self.put_local(n, *(a[r] for a in arrays))
 
 
 def to_host(tree: Any) -> Any:

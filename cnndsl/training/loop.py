@@ -48,6 +48,7 @@ from ..net import Net, load
 from ..transfer import TransferReport, freeze_mask, transfer
 from . import engine
 from .config import TrainConfig, apply_overrides, settings_to_config
+from .distributed import AgreedStop, World
 from .rundir import CHECKPOINTS, HISTORY, PLOT, SUMMARY, RunFolder
 from .stop import StopRequest
 from .weights import check_finite, check_run_meta, open_checkpoint, spec_changes
@@ -192,7 +193,8 @@ class _Run:
 
         self.t_start = time.monotonic()
         self.net = net
-        self.writer = jax.process_index() == 0
+        self.world = World()  # with jax.distributed: process 0 alone writes, all decide together
+        self.writer = self.world.writer
         self.console = console or Console(quiet=opts.quiet or not self.writer, highlight=False, soft_wrap=True)
         self.progress = self.console.is_terminal if opts.progress is None else opts.progress
         self.out = opts.out if opts.out is not None else Path("runs") / net.name
@@ -200,6 +202,8 @@ class _Run:
         self.max_time, self.max_steps, self.plot = opts.max_time, opts.max_steps, opts.plot
         self.overrides = overrides
         self.stop = stop if stop is not None else StopRequest()
+        if self.world.multi:
+            self.stop = AgreedStop(self.stop, self.world)
         self.folder = RunFolder(self.out)
         try:
             self._open(net, config, opts)
@@ -209,7 +213,7 @@ class _Run:
             self.opts = opts
             # refuse a network too large for this machine before loading data or allocating
             slots = self.cfg.optimizer_slots()
-            net.check_memory(batch=self.cfg.batch, train=True, optimizer_slots=slots, devices=opts.devices)
+            net.check_memory(batch=self.cfg.batch, train=True, optimizer_slots=slots, devices=self.placement.devices)
             self.ds = self._data(dataset)
         except BaseException:
             self.folder.close()
@@ -219,14 +223,38 @@ class _Run:
         """Check and lock the run folder (before any data is read or anything compiled), and
         settle the configuration: the checkpoint's on `resume`, the file's otherwise."""
         self.removed: list[str] = []
+        failed: CnnError | None = None
         if self.writer:
-            self.removed = self.folder.open(fresh=not opts.resume, overwrite=opts.overwrite)
+            try:
+                self.removed = self.folder.open(fresh=not opts.resume, overwrite=opts.overwrite)
+            except CnnError as e:
+                failed = e
+        if self.world.multi and self.world.any(failed is not None)[0] and failed is None:
+            raise ArgumentError(
+                f"process 0 could not open the run folder `{self.out}`; process {self.world.index} stops too",
+                hints=["process 0's output says why"],
+            )
+        if failed is not None:
+            raise failed
         # `--resume` of a run that was stopped before its first checkpoint starts it afresh.
         self.resume = opts.resume and self.folder.has_checkpoint()
         self.from_scratch = opts.resume and not self.resume
         if self.resume:
             info = _latest(self.ckdir)
             self.saved_meta = check_run_meta(info.meta, info.path, net)
+            saved_n = self.saved_meta.get("processes", 1)
+            if saved_n != self.world.count:
+                raise ArgumentError(
+                    f"`{self.out}` was trained by {saved_n} process{'es' * (saved_n != 1)}; "
+                    f"this run has {self.world.count}",
+                    notes=[
+                        (
+                            "a run resumes with the process count it was started with: it sets which rows of each"
+                            " batch a process reads and how the device results add up"
+                        ),
+                    ],
+                    hints=[f"resume with --num-processes {saved_n}" if saved_n > 1 else "resume in one process"],
+                )
             saved = TrainConfig.from_dict(self.saved_meta["config"])
             self.spec_diff = spec_changes(self.saved_meta["spec"], net)
             if self.spec_diff and not opts.allow_changed_spec:
@@ -473,16 +501,21 @@ class _Run:
         t0 = last = checked = time.monotonic()
         seen_at_last, done = 0, batch0
         with bar:
-            it = batches(ds.x_train, ds.y_train, self.batch, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0)
+            # With several processes each reads only its rows of every global batch.
+            rows, n = pl.rows(self.batch), self.batch
+            part = None if pl.processes == 1 else (rows, n)
+            shard = None if part is None else rows
+            it = batches(
+                ds.x_train, ds.y_train, n, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0, rows=shard
+            )
             for b, (xb, yb) in enumerate(it, start=batch0):
                 if self.stop:
                     self.stopped = "interrupted"
                     break
                 if cfg.crop or cfg.flip:
-                    xb = augment(
-                        xb, np.random.default_rng((cfg.seed, epoch, b)), crop=cfg.crop, flip=cfg.flip, fill=fill
-                    )
-                self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_batch(xb, yb))
+                    rng = np.random.default_rng((cfg.seed, epoch, b))
+                    xb = augment(xb, rng, crop=cfg.crop, flip=cfg.flip, fill=fill, part=part)
+                self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_local(n, xb, yb))
                 self.host_step += 1
                 done = b + 1
                 now = time.monotonic()
@@ -492,12 +525,15 @@ class _Run:
                     rate = (done - batch0 - seen_at_last) * self.batch / (now - last)
                     seen_at_last, last = done - batch0, now
                     bar.update(task, completed=done, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
-                if now - checked >= CHECK_EVERY_S:
+                due = now - checked >= CHECK_EVERY_S
+                late = self.max_time is not None and now - self.t_start >= self.max_time
+                due, late = self.world.any(due, late)  # the same on every process (clocks differ)
+                if due:
                     self._check_finite(epoch)
                     checked = now
                 if self.max_steps is not None and self.host_step >= self.max_steps:
                     self.stopped = "max_steps"
-                elif self.max_time is not None and now - self.t_start >= self.max_time:
+                elif late:
                     self.stopped = "max_time"
                 if self.stopped != "done":
                     break
@@ -611,6 +647,7 @@ class _Run:
             "normalization": self.ds.normalization.to_dict(),
             "val_acc": metric,
             "history": line,
+            "processes": self.world.count,
         }
         self.folder.record(CHECKPOINTS)
         save_checkpoint(self.ckdir, tree, step=self.host_step, meta=meta, metric=metric)
