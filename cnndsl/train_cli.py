@@ -325,6 +325,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "weights": ev.checkpoint,
+            "checkpoint": None if ev.weights is None else ev.weights.to_dict(),
             "data": ev.source,
             "split": ev.split,
             "examples": ev.examples,
@@ -345,8 +346,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.2f}%"
 
-    epoch = f" (after epoch {ev.epoch})" if ev.epoch is not None else ""
-    c.print(f"weights {ev.checkpoint}{epoch}", markup=False)
+    used = ev.weights.describe() if ev.weights is not None else ev.checkpoint
+    c.print(f"weights {used}", markup=False)
     c.print(f"data    {ev.source} · {ev.split} split · {ev.examples:,} examples", markup=False)
     loss = "–" if ev.loss is None else f"{ev.loss:.4f}"
     c.print(f"accuracy {pct(ev.accuracy)} · top-5 {pct(ev.top5)} · loss {loss}")

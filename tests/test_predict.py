@@ -1,9 +1,11 @@
 """`cnndsl predict` as a user meets it (issue 13, item 9): any image size with `--resize`,
 folders and globs, bad images reported and skipped (exit 2 at the end, each named), strict
-`--json`, and a run folder alone (the checkpoint keeps the spec)."""
+`--json`, and a run folder alone (the checkpoint keeps the spec); and item 10: `train` and
+`eval` say which weights they used, so best-vs-final is never silent."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -15,25 +17,32 @@ from cnndsl.cli import main
 from cnndsl.training import train
 from cnndsl.training.evaluation import ImageError, predict
 
+# lr 0: epoch 2 ties epoch 1, so the best checkpoint (epoch 1) is not the final weights (epoch 2)
 SPEC = """network Tiny
 input 1@8x8
 flatten -> dense 10 -> softmax
 train {
   data = digits
+  optimizer = sgd(lr=0)
   batch = 64
-  epochs = 1
+  epochs = 2
   seed = 0
 }
 """
+TRAIN_OUT: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A one-epoch run of a tiny net (seconds), and its spec file."""
+    """A two-epoch run of a tiny net (seconds), and its spec file; its output in TRAIN_OUT."""
+    from rich.console import Console
+
     folder = tmp_path_factory.mktemp("predict")
     spec = folder / "tiny.cnn"
     spec.write_text(SPEC)
-    train(cnndsl.load(spec), out=folder / "run", quiet=True, plot=False)
+    console = Console(file=io.StringIO(), width=300, highlight=False, soft_wrap=True)
+    train(cnndsl.load(spec), out=folder / "run", console=console, progress=False, plot=False)
+    TRAIN_OUT.append(console.file.getvalue())  # type: ignore[attr-defined]
     return folder / "run", spec
 
 
@@ -116,3 +125,33 @@ def test_resize_matches_the_bilinear_stretch(run: tuple[Path, Path], pics: Path)
     assert a[0].top[0][0] == b[0].top[0][0] and a[0].top[0][2] == pytest.approx(b[0].top[0][2], abs=1e-6)
     with pytest.raises(cnndsl.errors.DataError, match="cannot read the image"):
         predict(None, folder, [pics / "broken.png"])  # without `errors`, the first bad image raises
+
+
+def test_train_and_eval_say_which_weights(run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    folder, spec = run
+    text = TRAIN_OUT[0]
+    ck = folder / "checkpoints"
+    assert "examples; the final weights: step 40, after epoch 2)" in text
+    assert (
+        f"best     epoch 1: val accuracy 7.64% → {ck / 'best'} (step 20; `cnndsl eval` and `predict` use it by"
+        " default, `--which latest` the final weights)" in text
+    )
+    assert main(["eval", str(spec), "--weights", str(folder)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("weights "))
+    assert line == (
+        f"weights {ck / 'step-00000020'} (best by val accuracy 7.64%) · step 20, after epoch 1"
+        " · the final weights are step 40, after epoch 2: `--which latest`"
+    )
+    assert main(["eval", "--which", "latest", str(spec), "--weights", str(folder), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["checkpoint"] == {
+        "checkpoint": str(ck / "step-00000040"),
+        "which": "latest",
+        "step": 40,
+        "epoch": 2,
+        "final_step": 40,
+    }
+    assert main(["eval", str(spec), "--weights", str(ck / "step-00000020")]) == 0
+    assert (
+        f"weights {ck / 'step-00000020'} (the step folder given) · step 20, after epoch 1\n" in capsys.readouterr().out
+    )

@@ -8,6 +8,7 @@ and mse, a per-class sigmoid for bce.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,81 @@ class Evaluation:
     source: str
     checkpoint: str
     epoch: int | None
+    weights: WeightsUsed | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightsUsed:
+    """Which checkpoint `eval`/`predict` read, said as `train` says its own: the pointer
+    (`best`, `latest`, or None for a step folder given as it is), its step and epoch, and
+    the run's latest (final) checkpoint, so a best-vs-final difference is never silent."""
+
+    checkpoint: str
+    which: str | None
+    step: int
+    epoch: int | None
+    batch: int
+    val_acc: float | None
+    latest_step: int | None
+    latest_epoch: int | None
+
+    @staticmethod
+    def of(weights: str | Path, which: str | None, meta: dict[str, Any]) -> WeightsUsed:
+        from ..checkpoint import checkpoint_info
+        from .weights import checkpoint_root
+
+        root = checkpoint_root(weights)
+        pointer = None
+        if Path(weights).name in ("best", "latest") and Path(weights).is_file():
+            pointer = Path(weights).name
+        elif root.is_dir() and not (root / "meta.json").is_file():
+            pointer = which or ("best" if (root / "best").is_file() else "latest")
+        latest = None
+        with contextlib.suppress(CnnError, OSError, ValueError):
+            latest = checkpoint_info(root if pointer else Path(meta["checkpoint"]).parent, which="latest")
+        return WeightsUsed(
+            checkpoint=str(meta["checkpoint"]),
+            which=pointer,
+            step=int(meta["step"]),
+            epoch=meta.get("epoch") if isinstance(meta.get("epoch"), int) else None,
+            batch=meta.get("batch") if isinstance(meta.get("batch"), int) else 0,
+            val_acc=meta.get("val_acc") if isinstance(meta.get("val_acc"), float) else None,
+            latest_step=None if latest is None else latest.step,
+            latest_epoch=None if latest is None else latest.meta.get("epoch"),
+        )
+
+    def describe(self) -> str:
+        """One line: `run/checkpoints/step-00000080 (best by val accuracy 95.14%, the default) · step 80, after
+        epoch 2 · also the final weights`."""
+        why = {
+            "best": "best by val accuracy" + (f" {100 * self.val_acc:.2f}%" if self.val_acc is not None else ""),
+            "latest": "latest: the final weights",
+        }.get(self.which or "", "the step folder given")
+        where = _when(self.step, self.epoch, self.batch)
+        text = f"{self.checkpoint} ({why}) · {where}"
+        if self.which == "best" and self.latest_step is not None:
+            if self.latest_step == self.step:
+                text += " · also the final weights"
+            else:
+                final = _when(self.latest_step, self.latest_epoch, 0 if self.latest_epoch is not None else 1)
+                text += f" · the final weights are {final}: `--which latest`"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "which": self.which,
+            "step": self.step,
+            "epoch": self.epoch,
+            "final_step": self.latest_step,
+        }
+
+
+def _when(step: int, epoch: int | None, batch: int) -> str:
+    """`step 80, after epoch 2` (or `step 85, epoch 3 batch 5` mid-epoch)."""
+    if epoch is None:
+        return f"step {step}"
+    return f"step {step}, " + (f"epoch {epoch + 1} batch {batch}" if batch else f"after epoch {epoch}")
 
 
 def _inference(net: Net, variables: dict, fold: bool) -> tuple[Net, dict]:
@@ -300,4 +376,5 @@ def evaluate(
         source=ds.source,
         checkpoint=meta["checkpoint"],
         epoch=meta.get("epoch"),
+        weights=WeightsUsed.of(weights, which, meta),
     )

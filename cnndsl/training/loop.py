@@ -690,14 +690,24 @@ class _Run:
             if self.plot and self.history:
                 self.folder.record(PLOT)
                 plot_history(self.history, self.out / PLOT, title=self.net.name)
+        final = f"step {self.host_step}, after epoch {epoch}"
         if test is not None:
             top5 = f", top-5 {100 * test['top5']:.2f}%" if test["top5"] is not None else ""
             c.print(
-                f"test     loss {test['loss']:.4f}, accuracy {100 * test['acc']:.2f}%{top5} ({len(self.ds.x_test):,} examples, final weights)"
+                f"test     loss {test['loss']:.4f}, accuracy {100 * test['acc']:.2f}%{top5}"
+                f" ({len(self.ds.x_test):,} examples; the final weights: {final})",
+                markup=False,
             )
         if best is not None:
+            same = best.get("step") == self.host_step
             c.print(
-                f"best     epoch {best['epoch']}: val accuracy {100 * best['val_acc']:.2f}% → {self.ckdir / 'best'}",
+                f"best     epoch {best['epoch']}: val accuracy {100 * best['val_acc']:.2f}% → {self.ckdir / 'best'}"
+                f" (step {best.get('step', '?')}"
+                + (
+                    ", the final weights too)"
+                    if same
+                    else "; `cnndsl eval` and `predict` use it by default, `--which latest` the final weights)"
+                ),
                 markup=False,
             )
         rate = f" · {summary['images_per_s']:,.0f} img/s" if summary["images_per_s"] else ""
