@@ -18,8 +18,9 @@ from the checkpoint. A non-finite loss or weight stops the run (it is never save
 SIGTERM stop after the current step with a checkpoint that `resume` continues bit for bit.
 
 The host loop only feeds batches: each step is one call of a jitted, donated, pure function,
-and the host reads the device only at the end of an epoch, at most twice a second for the
-progress bar, and when it stops. Everything random derives from the seed and the step or
+and the host reads the device only at the end of an epoch, once a second for the non-finite
+flag, and when it stops; the progress bar polls copies of the running metrics, never waiting
+for them (`_epoch`). Everything random derives from the seed and the step or
 epoch number (data order, augmentation, dropout), so a run is a function of its settings,
 and `resume=True` continues one bit-for-bit from its last checkpoint.
 """
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,12 @@ from .stop import StopRequest
 from .weights import check_finite, check_run_meta, open_checkpoint, spec_changes
 
 EVAL_BATCH = 512
-CHECK_EVERY_S = 1.0  # how often the host reads the device's non-finite flag mid-epoch
+CHECK_EVERY_S = 1.0
+# With several processes, how often (in steps) they agree on a signal, --max-time and the
+# divergence check: a collective, and a host sync, so not every step.
+AGREE_EVERY = 16  # how often the host reads the device's non-finite flag mid-epoch
+PROGRESS_EVERY_S = 0.1  # how often the progress bar's loss and img/s change (its count: every step)
+PROGRESS_AHEAD = 4  # with a progress bar, the host runs at most this many steps ahead of the device
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -442,10 +449,11 @@ class _Run:
             markup=False,
         )
         dropped = len(ds.x_train) - self.steps_per_epoch * self.batch
+        left = f", {dropped} example{'s' * (dropped != 1)} left out each epoch, a different few each time"
         c.print(
             f"optim    {cfg.describe_optimizer()} · {cfg.describe_schedule()} · batch {self.batch}"
-            f" ({self.steps_per_epoch} steps/epoch{f', {dropped} examples left out each epoch, a different few each time' if dropped else ''})"
-            f" · {cfg.epochs} epochs · seed {cfg.seed}",
+            f" ({self.steps_per_epoch} step{'s' * (self.steps_per_epoch != 1)}/epoch{left if dropped else ''})"
+            f" · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · seed {cfg.seed}",
             markup=False,
         )
         if self.report is not None:
@@ -490,6 +498,7 @@ class _Run:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
+            TextColumn("eta"),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
@@ -500,6 +509,12 @@ class _Run:
         )
         t0 = last = checked = time.monotonic()
         seen_at_last, done = 0, batch0
+        # The bar counts the steps the device finished, not those the host dispatched (it runs
+        # ahead, and used to sit at 0/42 until a sync): each step's running metrics are copied
+        # (5 floats the next step does not donate) and polled with `is_ready`, never waited
+        # for, except when the host is PROGRESS_AHEAD steps ahead (the device still has a queue).
+        pending: deque[tuple[int, Any]] = deque()
+        finished, latest = batch0, None
         with bar:
             # With several processes each reads only its rows of every global batch.
             rows, n = pl.rows(self.batch), self.batch
@@ -508,26 +523,42 @@ class _Run:
             it = batches(
                 ds.x_train, ds.y_train, n, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0, rows=shard
             )
+            multi = self.world.multi
             for b, (xb, yb) in enumerate(it, start=batch0):
-                if self.stop:
+                if (b == batch0 or not multi) and self.stop:  # several processes: agreed below
                     self.stopped = "interrupted"
                     break
                 if cfg.crop or cfg.flip:
                     rng = np.random.default_rng((cfg.seed, epoch, b))
                     xb = augment(xb, rng, crop=cfg.crop, flip=cfg.flip, fill=fill, part=part)
-                self.state = self.step_fn(self.state, self.key, self.fixed, *pl.put_local(n, xb, yb))
+                xy = pl.put_batch(xb, yb) if part is None else pl.put_local(n, xb, yb)  # this process's rows
+                self.state = self.step_fn(self.state, self.key, self.fixed, *xy)
                 self.host_step += 1
                 done = b + 1
                 now = time.monotonic()
-                if self.progress and now - last >= 0.5:  # the only mid-epoch host syncs: here and below
-                    m = engine.summarize(engine.to_host(self.state["metrics"]))
-                    now = time.monotonic()  # after the sync: the device has caught up
-                    rate = (done - batch0 - seen_at_last) * self.batch / (now - last)
-                    seen_at_last, last = done - batch0, now
-                    bar.update(task, completed=done, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
+                if self.progress:  # no host sync: see `pending` above
+                    pending.append((done, jnp.copy(self.state["metrics"])))
+                    moved = False
+                    while pending and (len(pending) > PROGRESS_AHEAD or pending[0][1].is_ready()):
+                        finished, latest = pending.popleft()  # past PROGRESS_AHEAD: waits for that step
+                        moved = True
+                    if moved:
+                        bar.update(task, completed=finished)
+                    now = time.monotonic()
+                    if latest is not None and now - last >= PROGRESS_EVERY_S:
+                        m = engine.summarize(engine.to_host(latest))  # finished: a copy, not a wait
+                        rate = (finished - batch0 - seen_at_last) * self.batch / (now - last)
+                        seen_at_last, last, latest = finished - batch0, now, None
+                        bar.update(task, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
                 due = now - checked >= CHECK_EVERY_S
                 late = self.max_time is not None and now - self.t_start >= self.max_time
-                due, late = self.world.any(due, late)  # the same on every process (clocks differ)
+                if multi:  # agreed every AGREE_EVERY steps, the same on every process (clocks differ)
+                    asked = self.stop.local if isinstance(self.stop, AgreedStop) else bool(self.stop)
+                    agree = self.host_step % AGREE_EVERY == 0
+                    signalled, due, late = self.world.any(asked, due, late) if agree else (False, False, False)
+                    if signalled:
+                        self.stopped = "interrupted"
+                        break
                 if due:
                     self._check_finite(epoch)
                     checked = now
@@ -833,8 +864,16 @@ def _append_history(path: Path, line: dict[str, Any]) -> None:
         f.write(strict_json(line) + "\n")
 
 
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The complete epoch with the highest validation accuracy (the first of ties, as the
+    `best` checkpoint keeps it), or None when no epoch has one."""
+    done = [h for h in history if h.get("complete") and isinstance(h.get("val_acc"), (int, float))]
+    return max(done, key=lambda h: h["val_acc"], default=None)
+
+
 def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
-    """Loss and accuracy curves (train and validation) per epoch, as a PNG (Agg backend)."""
+    """Loss and accuracy curves (train and validation) per epoch, as a PNG (Agg backend); a
+    dashed line and a star mark the best epoch (the `best` checkpoint)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -842,12 +881,18 @@ def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") 
 
     done = [h for h in history if h.get("complete")] or history
     ep = [h["epoch"] for h in done]
+    best = best_epoch(done)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
     for ax, key, label in ((a, "loss", "loss"), (b, "acc", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             ys = [h.get(f"{split}_{key}") for h in done]
             if any(v is not None for v in ys):
                 ax.plot(ep, [math.nan if v is None else v for v in ys], style, ms=3, label=split)
+        if best is not None:  # the checkpoint `eval` and `predict` use by default
+            tag = f"best: epoch {best['epoch']} (val {100 * best['val_acc']:.2f}%)"
+            ax.axvline(best["epoch"], color="tab:green", ls="--", lw=1, label=tag if key == "acc" else None)
+            if key == "acc":
+                ax.plot([best["epoch"]], [best["val_acc"]], "*", color="tab:green", ms=12)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
