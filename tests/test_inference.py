@@ -168,6 +168,49 @@ def test_custom_gradient_lowerings_equal_xla(spatial, stride, pad, dilation, imp
 
 
 @pytest.mark.parametrize(
+    "spatial, kernel, stride, pad, dilation",
+    [
+        ((14, 14), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+        ((9, 7), (3, 3), (2, 1), ((1, 2), (0, 1)), (1, 2)),  # strides, uneven padding, dilation
+        ((8, 8), (5, 5), (2, 2), ((2, 2), (2, 2)), (1, 1)),
+        ((11,), (3,), (3,), ((2, 1),), (2,)),  # 1-D
+    ],
+)
+def test_depthwise_lowering_equals_xla(spatial, kernel, stride, pad, dilation):
+    """`conv_depthwise` (the CPU default for one filter per channel): same output, input and
+    kernel gradients as XLA's grouped convolution (float32, tolerance 1e-4)."""
+    from cnndsl.ops.conv import conv_apply, conv_depthwise
+
+    rng = np.random.default_rng(0)
+    c = 6
+    x = jnp.asarray(rng.standard_normal((2, *spatial[::-1], c)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*kernel[::-1], 1, c)), jnp.float32)
+    y = conv_apply(x, w, stride, pad, dilation, c)
+    g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    out = y.shape[1:-1][::-1]
+    np.testing.assert_allclose(conv_depthwise(x, w, stride, pad, dilation, out), y, rtol=1e-5, atol=1e-5)
+    want = jax.grad(lambda x, w: jnp.vdot(conv_apply(x, w, stride, pad, dilation, c), g), (0, 1))(x, w)
+    got = jax.grad(lambda x, w: jnp.vdot(conv_depthwise(x, w, stride, pad, dilation, out), g), (0, 1))(x, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_layers_default_to_the_depthwise_lowering_on_cpu():
+    net = cnndsl.loads("input 8@10x10\ndwconv 3x3 p1 -> conv 8@3x3 g8 p1 -> conv 8@3x3 g2 p1")
+    conv = REGISTRY["conv"]
+    dw, grouped_dw, grouped = net.ir.body.items
+    for n in (dw, grouped_dw):
+        op = REGISTRY[n.op]
+        assert op.lowering(n.args, n.x, n.y, True) == op.lowering(n.args, n.x, n.y, False) == "depthwise"
+        assert "depthwise" in op.candidate_lowerings(n.args, n.x, n.y, True)
+    assert "depthwise" not in conv.candidate_lowerings(grouped.args, grouped.x, grouped.y, True)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 10, 10, 8)), jnp.float32)
+    v, apply = net.functional(jax.random.key(0))
+    v_xla, apply_xla = net.functional(jax.random.key(0), lowering={"*": "xla"})
+    np.testing.assert_allclose(apply(v, x), apply_xla(v, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
     "spec",
     [
         "input 5@8x8\nconv 7@3x3 p1",  # whole tiles
