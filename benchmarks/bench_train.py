@@ -1,6 +1,6 @@
 """Train-step and inference throughput: LeNet-5 and CIFAR ResNet-18, across implementations.
 
-    python benchmarks/bench_train.py                      # full run (a few minutes on 2 cores)
+    python benchmarks/bench_train.py                      # full run (tens of minutes on 2 cores: see below)
     python benchmarks/bench_train.py --tiny               # CI smoke configuration (seconds)
     python benchmarks/bench_train.py --reps 15 --out results.json --md results.md
     python benchmarks/bench_train.py --models lenet5 --contenders flax_nnx,jax_im2col
@@ -11,6 +11,14 @@ baseline of the ratios), plain JAX (`jax_lax`, and `jax_im2col` for LeNet-5) and
 importable); a closing table sets cnndsl's best against PyTorch's best. Every contender sees the
 same random batch (float32 images, integer labels) and runs the same optimizer
 (`optax.sgd(0.01, momentum=0.9)` / `torch.optim.SGD`). Timing method: benchmarks/harness.py.
+
+How long: every (model, batch, mode) times its contenders in `--reps` rounds of samples of
+`--min-sample-s` each (default 10 x 0.3 s): with the defaults 3 x 2 x 6 x 10 x 0.3 s = 18 minutes
+of samples (counted, not timed), plus compilation (torch.compile's is the longest). Each timing batch
+first prints (stderr) what it times and how long it should take; a sample disturbed by other
+processes is retaken after waiting for a quieter CPU, each wait saying what it waits for, and
+all waiting together is capped at 60 s (`harness.QUIET`), after which disturbed samples are
+kept and their load reported.
 
 Adding a contender (e.g. the cnndsl-compiled model) takes a few lines: see
 `register_contender` and `nnx_contender` at "HOOK" below.

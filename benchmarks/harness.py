@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -157,6 +158,29 @@ class CpuMeter:
         return min(1.0, max(0.0, (busy - own) / total))
 
 
+class QuietBudget:
+    """How long a whole benchmark run may wait for a quiet CPU, across every
+    `run_interleaved` call: once it is spent, disturbed samples are kept (their load is
+    reported) instead of waited out, so a machine that stays busy costs at most `limit_s`."""
+
+    def __init__(self, limit_s: float = 60.0) -> None:
+        self.limit_s = limit_s
+        self.waited_s = 0.0
+        self.told_spent = False
+
+    @property
+    def left_s(self) -> float:
+        return max(0.0, self.limit_s - self.waited_s)
+
+
+QUIET = QuietBudget()  # the process's budget (bench scripts may replace it: `harness.QUIET = QuietBudget(120)`)
+
+
+def _say(text: str) -> None:
+    """A progress line on stderr, so stdout keeps only the results."""
+    print(f"harness: {text}", file=sys.stderr, flush=True)
+
+
 def run_interleaved(
     fns: Mapping[str, Callable[[], Any]],
     *,
@@ -168,6 +192,7 @@ def run_interleaved(
     max_other_load: float = 0.1,
     max_retries: int = 3,
     quiet_wait_s: float = 30.0,
+    quiet: QuietBudget | None = None,
 ) -> dict[str, Timing]:
     """Time each zero-argument callable in `fns` with interleaved repetitions.
 
@@ -179,9 +204,13 @@ def run_interleaved(
     A sample during which other processes used more than `max_other_load` of the machine's
     CPU time is taken again, after waiting (up to `quiet_wait_s`) for the machine to quiet
     down, up to `max_retries` times per sample; the count of retakes and the worst load kept
-    are in the `Timing`.
+    are in the `Timing`. All waiting draws on `quiet` (default `QUIET`: 60 s for the whole
+    run), and each wait says on stderr what it waits for; so does the start of the timing,
+    with its expected length.
     """
+    quiet = QUIET if quiet is None else quiet
     inner: dict[str, int] = {}
+    per_call: dict[str, float] = {}
     last: dict[str, Any] = {}
     for name, fn in fns.items():
         block(fn())  # compile
@@ -191,8 +220,10 @@ def run_interleaved(
             if sync_each:
                 block(out)
         block(out)
-        per_call = max((time.perf_counter() - t0) / warmup_calls, 1e-7)
-        inner[name] = max(1, round(min_sample_s / per_call))
+        per_call[name] = max((time.perf_counter() - t0) / warmup_calls, 1e-7)
+        inner[name] = max(1, round(min_sample_s / per_call[name]))
+    expected = reps * sum(inner[n] * per_call[n] for n in fns)
+    _say(f"timing {', '.join(fns)}: {reps} interleaved rounds, about {expected:.0f} s on a quiet CPU")
     samples: dict[str, list[float]] = {name: [] for name in fns}
     retakes = dict.fromkeys(fns, 0)
     loads: dict[str, list[float]] = {name: [] for name in fns}
@@ -213,7 +244,23 @@ def run_interleaved(
                 if load is None or load <= max_other_load or attempt == max_retries:
                     break
                 retakes[name] += 1
-                meter.wait_quiet(max_other_load, max_wait_s=quiet_wait_s)
+                budget = min(quiet_wait_s, quiet.left_s)
+                if budget <= 0:
+                    if not quiet.told_spent:
+                        _say(
+                            f"no longer waiting for a quiet CPU ({quiet.limit_s:.0f} s spent waiting in all):"
+                            " disturbed samples are kept and their load is reported"
+                        )
+                        quiet.told_spent = True
+                    break
+                _say(
+                    f"{name}: other processes used {100 * load:.0f}% of the CPU during a sample (limit"
+                    f" {100 * max_other_load:.0f}%); waiting up to {budget:.0f} s for it to quiet down"
+                    f" (retake {attempt + 1} of {max_retries}; {quiet.left_s:.0f} s of waiting left for the run)"
+                )
+                w0 = time.perf_counter()
+                meter.wait_quiet(max_other_load, max_wait_s=budget)
+                quiet.waited_s += time.perf_counter() - w0
             samples[name].append(elapsed / n)
             if load is not None:
                 loads[name].append(load)
@@ -244,9 +291,9 @@ def matmul_peak(n: int = 2048, reps: int = 7, min_sample_s: float = 0.2, max_ret
     a = jax.random.normal(key_a, (n, n), jnp.float32)
     b = jax.random.normal(key_b, (n, n), jnp.float32)
     f = jax.jit(jnp.matmul)
-    t = run_interleaved(
-        {"matmul": lambda: f(a, b)}, reps=reps, min_sample_s=min_sample_s, max_retries=max_retries
-    )["matmul"]
+    t = run_interleaved({"matmul": lambda: f(a, b)}, reps=reps, min_sample_s=min_sample_s, max_retries=max_retries)[
+        "matmul"
+    ]
     flops = 2.0 * n**3
     return {
         "n": float(n),
@@ -330,9 +377,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
-        "versions": {
-            name: _version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch")
-        },
+        "versions": {name: _version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch")},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -446,8 +491,10 @@ def machine_markdown(info: Mapping[str, Any], peak: Mapping[str, float] | None =
     """The machine description as a Markdown bullet list."""
     v = info["versions"]
     lines = [
-        f"- CPU: {info['cpu']} ({info['usable_cores']} usable of {info['cores']} cores; "
-        f"{', '.join(info['cpu_flags']) or 'no listed SIMD flags'})",
+        (
+            f"- CPU: {info['cpu']} ({info['usable_cores']} usable of {info['cores']} cores; "
+            f"{', '.join(info['cpu_flags']) or 'no listed SIMD flags'})"
+        ),
         f"- {info['platform']}, Python {info['python']}, JAX backend `{info['jax_backend']}`",
         "- " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- XLA_FLAGS: `{info['xla_flags'] or '(unset)'}`",
