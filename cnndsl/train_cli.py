@@ -202,7 +202,7 @@ def _train(args: argparse.Namespace, stop: Any) -> int:
     from .training.loop import train
 
     overrides = {k: getattr(args, f"set_{k}") for k in SETTINGS if getattr(args, f"set_{k}") is not None}
-    train(
+    result = train(
         load(args.spec),
         overrides=overrides,
         out=args.out,
@@ -220,6 +220,8 @@ def _train(args: argparse.Namespace, stop: Any) -> int:
         allow_changed_spec=args.allow_changed_spec,
         stop=stop,
     )
+    if not stop and result.stopped == "interrupted":  # a peer process's signal stopped this one too
+        return 143
     return stop.exit_code  # 0, or 130 / 143 after SIGINT / SIGTERM (the run saved what it had)
 
 

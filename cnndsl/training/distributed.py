@@ -15,6 +15,8 @@ same number of steps and no peer is left waiting in a collective.
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,9 @@ def initialize(launch: Launch) -> None:
         host, _, port = (launch.coordinator or "").rpartition(":")
         if host in LOOPBACK:  # one machine: JAX would listen on every interface ([::]:PORT) otherwise
             kwargs["coordinator_bind_address"] = f"{LOOPBACK[host]}:{port}"
+    # JAX's preemption notifier takes SIGTERM over from the `StopRequest` the CLI entered;
+    # cnndsl agrees on signals itself (`AgreedStop`), so its handlers are put back.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         jax.distributed.initialize(**kwargs)
     except (RuntimeError, ValueError) as e:
@@ -123,6 +128,11 @@ def initialize(launch: Launch) -> None:
                 "with --distributed, run under srun / mpirun / a TPU pod (JAX reads their environment)",
             ],
         ) from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, h in handlers.items():
+                if h is not None:
+                    signal.signal(s, h)
 
 
 class World:
@@ -163,6 +173,11 @@ class AgreedStop:
 
     def __bool__(self) -> bool:
         return self._world.any(bool(self._stop))[0]
+
+    @property
+    def local(self) -> bool:
+        """Whether this process got a signal (no collective)."""
+        return bool(self._stop)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stop, name)

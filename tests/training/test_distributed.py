@@ -166,6 +166,39 @@ def test_killed_two_process_run_resumes(two_process_run: tuple[Path, Path, list[
     assert diff <= 1e-5, f"resumed vs uninterrupted 2-process run: max |Δ| = {diff:g}"
 
 
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_at_the_same_step(
+    two_process_run: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    """SIGTERM to process 1 alone (one preempted node): both stop after the same step, with
+    no peer left waiting in a collective; process 0 saves it and `--resume` ends where an
+    uninterrupted run ends."""
+    spec, two, _ = two_process_run
+    out = tmp_path / "signalled"
+    procs = start(spec, out)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not (out / "checkpoints" / "latest").is_file():
+            assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        procs[1].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=RUN_TIMEOUT_S)[0] for p in procs]
+    finally:
+        kill(procs)
+    assert [p.returncode for p in procs] == [143, 143], outs  # process 0 stopped by its peer's signal
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted" and summary["step"] < 3 * (1294 // 32), summary
+    assert restore_checkpoint(out / "checkpoints").meta["history"]["step"] == summary["step"]
+    procs = start(spec, out, "--resume")
+    try:
+        finish(procs)
+    finally:
+        kill(procs)
+    diff = max_diff(params(out), params(two))
+    assert diff <= 1e-5, f"resumed vs uninterrupted 2-process run: max |Δ| = {diff:g}"
+
+
 # --- cheap checks, no second process ---------------------------------------------------------
 def test_a_shard_is_augmented_as_its_rows_of_the_whole_batch() -> None:
     x = np.random.default_rng(0).normal(size=(12, 5, 5, 2)).astype(np.float32)
