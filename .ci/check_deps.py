@@ -55,7 +55,10 @@ def _distributions(modules: set[str]) -> dict[str, set[str]]:
 
 def check(declared: set[str], folder: Path, what: str, also_allowed: set[str] = frozenset()) -> list[str]:
     used = _distributions(_imports(folder))
-    problems = [f"{what}: `{d}` is declared but nothing in {folder.name}/ imports it" for d in sorted(declared - set(used) - TOOLS)]
+    problems = [
+        f"{what}: `{d}` is declared but nothing in {folder.name}/ imports it"
+        for d in sorted(declared - set(used) - TOOLS)
+    ]
     problems += [
         f"{folder.name}/ imports {', '.join(sorted(mods))} (distribution `{d}`), which {what} does not declare"
         for d, mods in sorted(used.items())

@@ -35,14 +35,14 @@ from typing import Any
 # Runnable as a script (`python benchmarks/bench_train.py`) and importable as a module.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cnndsl  # noqa: E402,F401  (first: it sets XLA_FLAGS before JAX starts its backend)
+import harness  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from flax import nnx  # noqa: E402
-
-import harness  # noqa: E402
 import reference as ref  # noqa: E402
+from flax import nnx  # noqa: E402
 from harness import Contender  # noqa: E402
+
+import cnndsl  # noqa: E402,F401  (first: it sets XLA_FLAGS before JAX starts its backend)
 
 BASELINE = "flax_nnx"
 BATCHES: dict[str, tuple[int, ...]] = {"lenet5": (128, 512), "resnet18": (64,)}
@@ -246,7 +246,9 @@ def _builtin_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
     spec = ref.SPECS[model_name]
     if model_name == "lenet5":
         return {
-            "flax_nnx": lambda: nnx_contender(lambda rngs: ref.LeNet5(rngs=rngs), spec, "Flax NNX, split once + jax.jit"),
+            "flax_nnx": lambda: nnx_contender(
+                lambda rngs: ref.LeNet5(rngs=rngs), spec, "Flax NNX, split once + jax.jit"
+            ),
             "jax_lax": lambda: jax_contender(
                 _lenet_plain(ref.lenet_apply_lax), spec, "plain JAX, lax.conv_general_dilated + reduce_window"
             ),
@@ -257,18 +259,24 @@ def _builtin_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
             "torch_channels_last": lambda: torch_contender(
                 ref.torch_lenet5, spec, "PyTorch eager, channels_last (NHWC) memory format", channels_last=True
             ),
-            "torch_compile": lambda: torch_contender(ref.torch_lenet5, spec, "PyTorch torch.compile (inductor)", compiled=True),
+            "torch_compile": lambda: torch_contender(
+                ref.torch_lenet5, spec, "PyTorch torch.compile (inductor)", compiled=True
+            ),
             **_cnndsl_contenders(model_name),
         }
     if model_name == "resnet18":
         return {
-            "flax_nnx": lambda: nnx_contender(lambda rngs: ref.ResNet18(rngs=rngs), spec, "Flax NNX, split once + jax.jit"),
+            "flax_nnx": lambda: nnx_contender(
+                lambda rngs: ref.ResNet18(rngs=rngs), spec, "Flax NNX, split once + jax.jit"
+            ),
             "jax_lax": lambda: jax_contender(_resnet_plain, spec, "plain JAX, lax.conv_general_dilated"),
             "torch_eager": lambda: torch_contender(ref.torch_resnet18, spec, "PyTorch eager, torch.nn"),
             "torch_channels_last": lambda: torch_contender(
                 ref.torch_resnet18, spec, "PyTorch eager, channels_last (NHWC) memory format", channels_last=True
             ),
-            "torch_compile": lambda: torch_contender(ref.torch_resnet18, spec, "PyTorch torch.compile (inductor)", compiled=True),
+            "torch_compile": lambda: torch_contender(
+                ref.torch_resnet18, spec, "PyTorch torch.compile (inductor)", compiled=True
+            ),
             **_cnndsl_contenders(model_name),
         }
     raise KeyError(f"unknown model {model_name!r}; known: {sorted(ref.SPECS)}")
@@ -298,7 +306,9 @@ def register_contender(model_name: str, name: str, factory: Callable[[], Contend
     EXTRA_CONTENDERS[model_name][name] = factory
 
 
-def contenders_for(model_name: str, *, skip_torch: bool = False, notes: list[str] | None = None) -> dict[str, Contender]:
+def contenders_for(
+    model_name: str, *, skip_torch: bool = False, notes: list[str] | None = None
+) -> dict[str, Contender]:
     """All contenders for `model_name`, built-in ones first, then `EXTRA_CONTENDERS`.
 
     PyTorch contenders are left out, with a note appended to `notes`, when torch cannot be
@@ -403,7 +413,9 @@ def bench_model(
             train_jit, infer_jit = c.jitted()
             state, (_, x, y) = states[row.contender], inputs[row.contender]
             row.xla_flops = (
-                harness.xla_flops(train_jit, state, x, y) if row.mode == "train" else harness.xla_flops(infer_jit, state, x)
+                harness.xla_flops(train_jit, state, x, y)
+                if row.mode == "train"
+                else harness.xla_flops(infer_jit, state, x)
             )
     for row in rows:
         row.extra["description"] = contenders[row.contender].description
@@ -441,7 +453,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     notes: list[str] = []
 
     info = harness.machine_info()
-    peak = harness.matmul_peak(n=256 if args.tiny else 2048, reps=reps, min_sample_s=min_sample_s, max_retries=max_retries)
+    peak = harness.matmul_peak(
+        n=256 if args.tiny else 2048, reps=reps, min_sample_s=min_sample_s, max_retries=max_retries
+    )
     print(harness.machine_markdown(info, peak), flush=True)
 
     rows: list[harness.Result] = []
@@ -481,8 +495,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": info,
         "matmul_peak": peak,
         "config": {
-            "tiny": args.tiny, "reps": reps, "min_sample_s": min_sample_s, "max_retries": max_retries,
-            "models": models, "baseline": BASELINE,
+            "tiny": args.tiny,
+            "reps": reps,
+            "min_sample_s": min_sample_s,
+            "max_retries": max_retries,
+            "models": models,
+            "baseline": BASELINE,
         },  # fmt: skip
         "results": rows,
         "notes": list(dict.fromkeys(notes)),

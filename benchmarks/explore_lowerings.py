@@ -37,13 +37,12 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import harness  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax import lax  # noqa: E402
-
-import harness  # noqa: E402
 import reference as ref  # noqa: E402
+from jax import lax  # noqa: E402
 
 Array = jax.Array
 Pad = int  # symmetric padding on both spatial axes
@@ -55,12 +54,16 @@ Pad = int  # symmetric padding on both spatial axes
 
 def conv_lax(x: Array, w: Array, stride: int, pad: Pad) -> Array:
     """`lax.conv_general_dilated`, NHWC / HWIO."""
-    return lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        x, w, (stride, stride), [(pad, pad)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def conv_lax_nchw(x: Array, w: Array, stride: int, pad: Pad) -> Array:
     """`lax.conv_general_dilated` with x: (N, C, H, W) and w: (C_out, C_in, kh, kw)."""
-    return lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad)] * 2, dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return lax.conv_general_dilated(
+        x, w, (stride, stride), [(pad, pad)] * 2, dimension_numbers=("NCHW", "OIHW", "NCHW")
+    )
 
 
 def patches_by_slicing(x: Array, kh: int, kw: int, stride: int, pad: Pad) -> Array:
@@ -114,7 +117,9 @@ def conv_shifted(x: Array, w: Array, stride: int, pad: Pad) -> Array:
     y = None
     for i in range(kh):
         for j in range(kw):
-            xs = lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c_in), (1, stride, stride, 1))
+            xs = lax.slice(
+                x, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c_in), (1, stride, stride, 1)
+            )
             t = xs.reshape(n * ho * wo, c_in) @ w[i, j]
             y = t if y is None else y + t
     assert y is not None
@@ -144,7 +149,9 @@ def dw_shifted_per_image(x: Array, g: Array, w_shape: Sequence[int], stride: int
     parts = []
     for i in range(kh):
         for j in range(kw):
-            xs = lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c_in), (1, stride, stride, 1))
+            xs = lax.slice(
+                x, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c_in), (1, stride, stride, 1)
+            )
             parts.append(jnp.einsum("nhwc,nhwo->nco", xs, g).sum(axis=0))
     return jnp.stack(parts).reshape(kh, kw, c_in, c_out)
 
@@ -314,7 +321,9 @@ def resnet_layers(batch: int) -> list[ConvLayer]:
             ConvLayer(f"resnet.3x3 {c_out}>{c_out} {ho}x{ho}", batch, ho, c_out, c_out, 3, 1, 1),
         ]
         if stride != 1 or c_in != c_out:
-            cands.append(ConvLayer(f"resnet.1x1 {c_in}>{c_out} {hw}x{hw} s{stride}", batch, hw, c_in, c_out, 1, stride, 0))
+            cands.append(
+                ConvLayer(f"resnet.1x1 {c_in}>{c_out} {hw}x{hw} s{stride}", batch, hw, c_in, c_out, 1, stride, 0)
+            )
         for layer in cands:
             if layer.key not in seen:
                 seen.add(layer.key)
@@ -348,11 +357,17 @@ def _layer_fns(layer: ConvLayer, impl: str) -> tuple[dict[str, Callable[[], Arra
     fns = {"fwd": lambda: fwd(x, w), "dx": lambda: dx(x, w, g), "dw": lambda: dw(x, w, g)}
     outs = {k: v() for k, v in fns.items()}
     if impl == "lax_nchw":  # back to NHWC / HWIO for comparison
-        outs = {"fwd": outs["fwd"].transpose(0, 2, 3, 1), "dx": outs["dx"].transpose(0, 2, 3, 1), "dw": outs["dw"].transpose(2, 3, 1, 0)}
+        outs = {
+            "fwd": outs["fwd"].transpose(0, 2, 3, 1),
+            "dx": outs["dx"].transpose(0, 2, 3, 1),
+            "dw": outs["dw"].transpose(2, 3, 1, 0),
+        }
     return fns, outs
 
 
-def _torch_layer_fns(layer: ConvLayer, x: Array, w: Array, g: Array) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+def _torch_layer_fns(
+    layer: ConvLayer, x: Array, w: Array, g: Array
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     """PyTorch (oneDNN) eager fwd / dx / dw of the same conv, NCHW, for reference."""
     import torch
     import torch.nn.functional as F
@@ -364,7 +379,9 @@ def _torch_layer_fns(layer: ConvLayer, x: Array, w: Array, g: Array) -> tuple[di
     s, p = layer.stride, layer.pad
 
     def grads(mask: tuple[bool, bool, bool]) -> Any:
-        return torch.ops.aten.convolution_backward(tg, tx, tw, None, (s, s), (p, p), (1, 1), False, (0, 0), 1, list(mask))
+        return torch.ops.aten.convolution_backward(
+            tg, tx, tw, None, (s, s), (p, p), (1, 1), False, (0, 0), 1, list(mask)
+        )
 
     fns = {
         "fwd": lambda: F.conv2d(tx, tw, stride=s, padding=p),
@@ -373,7 +390,11 @@ def _torch_layer_fns(layer: ConvLayer, x: Array, w: Array, g: Array) -> tuple[di
     }
     with torch.no_grad():
         o = {k: f().numpy() for k, f in fns.items()}
-    outs = {"fwd": o["fwd"].transpose(0, 2, 3, 1), "dx": o["dx"].transpose(0, 2, 3, 1), "dw": o["dw"].transpose(2, 3, 1, 0)}
+    outs = {
+        "fwd": o["fwd"].transpose(0, 2, 3, 1),
+        "dx": o["dx"].transpose(0, 2, 3, 1),
+        "dw": o["dw"].transpose(2, 3, 1, 0),
+    }
     return fns, outs
 
 
@@ -405,7 +426,9 @@ def section_layers(reps: int, min_sample_s: float, impls: Sequence[str]) -> dict
             for part in outs:  # every lowering must agree with the first (lax), relative to scale
                 want = np.asarray(ref_out[part])
                 atol = 1e-5 * float(np.abs(want).max())
-                np.testing.assert_allclose(outs[part], want, rtol=1e-4, atol=atol, err_msg=f"{layer.name} {impl} {part}")
+                np.testing.assert_allclose(
+                    outs[part], want, rtol=1e-4, atol=atol, err_msg=f"{layer.name} {impl} {part}"
+                )
         best: dict[str, str] = {}
         for part in PARTS:
             if part == "dx" and not layer.needs_dx:
@@ -489,7 +512,9 @@ def lenet_variants(tuned: dict[tuple[Any, ...], tuple[str, str, str]]) -> dict[s
         "fwd lax/dx lax/dw im2col+reshape": lenet_apply_with(composed_conv("lax", "lax", "im2col"), pool_reshape),
         "fwd im2col/dx lax/dw im2col+reshape": lenet_apply_with(composed_conv("im2col", "lax", "im2col"), pool_reshape),
         "im2col+reshape_mask": lenet_apply_with(conv_im2col, pool_reshape_mask),
-        "fwd im2col/dx lax/dw im2col+reshape_mask": lenet_apply_with(composed_conv("im2col", "lax", "im2col"), pool_reshape_mask),
+        "fwd im2col/dx lax/dw im2col+reshape_mask": lenet_apply_with(
+            composed_conv("im2col", "lax", "im2col"), pool_reshape_mask
+        ),
         "fwd lax/dx lax/dw shifted_per_image+reshape": lenet_apply_with(
             composed_conv("lax", "lax", "shifted_per_image"), pool_reshape
         ),
@@ -535,7 +560,9 @@ def bench_network(
     states, trains, infers = {}, {}, {}
     first_logits = None
     for name, apply in variants.items():
-        states[name], trains[name], infers[name] = ref.make_jax_fns(apply, jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, st))
+        states[name], trains[name], infers[name] = ref.make_jax_fns(
+            apply, jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, st)
+        )
         logits = infers[name](states[name], x)
         if first_logits is None:
             first_logits = logits
@@ -548,8 +575,12 @@ def bench_network(
 
         return step
 
-    t_train = harness.run_interleaved({n: train_fn(n) for n in variants}, reps=reps, min_sample_s=min_sample_s, sync_each=False)
-    t_infer = harness.run_interleaved({n: functools.partial(infers[n], states[n], x) for n in variants}, reps=reps, min_sample_s=min_sample_s)
+    t_train = harness.run_interleaved(
+        {n: train_fn(n) for n in variants}, reps=reps, min_sample_s=min_sample_s, sync_each=False
+    )
+    t_infer = harness.run_interleaved(
+        {n: functools.partial(infers[n], states[n], x) for n in variants}, reps=reps, min_sample_s=min_sample_s
+    )
     rows = []
     for mode, t in (("train", t_train), ("infer", t_infer)):
         for name, tt in t.items():
@@ -580,13 +611,24 @@ FLAG_SETS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def section_flags(reps: int, min_sample_s: float, flag_names: Sequence[str], nets: Sequence[str]) -> list[dict[str, Any]]:
+def section_flags(
+    reps: int, min_sample_s: float, flag_names: Sequence[str], nets: Sequence[str]
+) -> list[dict[str, Any]]:
     """Run the `--child` network benchmark under each flag set; one process per set."""
     rows = []
     for name in flag_names:
         flags, cpus = FLAG_SETS[name]
         env = {**os.environ, "XLA_FLAGS": flags}
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", ",".join(nets), "--reps", str(reps), "--min-sample-s", str(min_sample_s)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            ",".join(nets),
+            "--reps",
+            str(reps),
+            "--min-sample-s",
+            str(min_sample_s),
+        ]
         if cpus is not None:
             cmd = ["taskset", "-c", cpus, *cmd]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -652,7 +694,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tuned = _tuned_table(args.tuned)
     if "layers" in sections:
         result["layers"] = section_layers(args.reps, args.min_sample_s, args.impls.split(","))
-        print(_md_table(result["layers"]["rows"], ["layer", "part", "impl", "ms", "gflops", "cores", "finite"]), flush=True)
+        print(
+            _md_table(result["layers"]["rows"], ["layer", "part", "impl", "ms", "gflops", "cores", "finite"]),
+            flush=True,
+        )
         tuned = {ast.literal_eval(k): (v["fwd"], v["dx"], v["dw"]) for k, v in result["layers"]["tuned"].items()}
     if "pool" in sections:
         result["pool"] = section_pool(args.reps, args.min_sample_s)
@@ -662,12 +707,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rows = []
             for b in batches:
                 variants = lenet_variants(tuned) if net == "lenet" else resnet_variants(tuned)
-                rows += bench_network("lenet5" if net == "lenet" else "resnet18", b, variants, args.reps, args.min_sample_s)
+                rows += bench_network(
+                    "lenet5" if net == "lenet" else "resnet18", b, variants, args.reps, args.min_sample_s
+                )
             result[net] = rows
-            print(_md_table(rows, ["model", "batch", "mode", "variant", "images_per_s", "ms", "iqr_ms", "cores", "finite", "other_load"]), flush=True)
+            print(
+                _md_table(
+                    rows,
+                    [
+                        "model",
+                        "batch",
+                        "mode",
+                        "variant",
+                        "images_per_s",
+                        "ms",
+                        "iqr_ms",
+                        "cores",
+                        "finite",
+                        "other_load",
+                    ],
+                ),
+                flush=True,
+            )
     if "flags" in sections:
         result["flags"] = section_flags(args.reps, args.min_sample_s, args.flags.split(","), args.flag_nets.split(","))
-        print(_md_table(result["flags"], ["flags", "model", "mode", "variant", "images_per_s", "ms", "cores", "finite", "other_load"]), flush=True)
+        print(
+            _md_table(
+                result["flags"],
+                ["flags", "model", "mode", "variant", "images_per_s", "ms", "cores", "finite", "other_load"],
+            ),
+            flush=True,
+        )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1, default=str)

@@ -208,9 +208,7 @@ class ResNet18(nnx.Module):
     def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs) -> None:
         self.conv1 = nnx.Conv(3, 64, (3, 3), padding=_PAD1, use_bias=False, rngs=rngs)
         self.bn1 = nnx.BatchNorm(64, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs)
-        self.blocks = nnx.List(
-            [BasicBlock(c_in, c_out, stride, rngs=rngs) for c_in, c_out, stride in RESNET18_BLOCKS]
-        )
+        self.blocks = nnx.List([BasicBlock(c_in, c_out, stride, rngs=rngs) for c_in, c_out, stride in RESNET18_BLOCKS])
         self.fc = nnx.Linear(512, num_classes, rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
@@ -308,9 +306,7 @@ def conv_im2col(x: Array, w: Array) -> Array:
     ho, wo = h - kh + 1, wd - kw + 1
     cols = [x[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
     patches = jnp.concatenate(cols, axis=-1)  # (N, ho, wo, kh * kw * C_in)
-    return (patches.reshape(n * ho * wo, kh * kw * c_in) @ w.reshape(kh * kw * c_in, c_out)).reshape(
-        n, ho, wo, c_out
-    )
+    return (patches.reshape(n * ho * wo, kh * kw * c_in) @ w.reshape(kh * kw * c_in, c_out)).reshape(n, ho, wo, c_out)
 
 
 def max_pool_reshape(x: Array, k: int = 2) -> Array:
@@ -397,9 +393,7 @@ def init_resnet_params(key: Array, num_classes: int = 10) -> tuple[Params, Any]:
     return params, stats
 
 
-def batch_norm(
-    x: Array, p: dict[str, Array], s: dict[str, Array], train: bool
-) -> tuple[Array, dict[str, Array]]:
+def batch_norm(x: Array, p: dict[str, Array], s: dict[str, Array], train: bool) -> tuple[Array, dict[str, Array]]:
     """BatchNorm over (N, H, W); returns the output and the updated running statistics."""
     if train:
         mean = x.mean(axis=(0, 1, 2))
@@ -415,9 +409,7 @@ def batch_norm(
     return y, s
 
 
-def resnet_apply(
-    params: Params, stats: Any, x: Array, train: bool, *, conv: ConvFn = conv_lax
-) -> tuple[Array, Any]:
+def resnet_apply(params: Params, stats: Any, x: Array, train: bool, *, conv: ConvFn = conv_lax) -> tuple[Array, Any]:
     """CIFAR ResNet-18 in plain JAX. x: (N, 32, 32, 3) -> (logits, new stats).
 
     `conv(x, w, stride, padding)` lowers every convolution (default `lax.conv_general_dilated`);
@@ -546,9 +538,7 @@ def torch_resnet18(num_classes: int = 10) -> Any:
             self.bn2 = nn.BatchNorm2d(c_out)
             self.shortcut = nn.Sequential()
             if stride != 1 or c_in != c_out:
-                self.shortcut = nn.Sequential(
-                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-                )
+                self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             y = torch.relu(self.bn1(self.conv1(x)))
@@ -689,7 +679,11 @@ def verify_lenet(with_torch: bool = True) -> dict[str, float]:
     diffs = {
         "jax_lax_vs_flax": _assert_close("lax", lenet_forward_lax(params, jnp.asarray(x)), want, 1e-5, 1e-5),
         "jax_im2col_vs_lax": _assert_close(
-            "im2col", lenet_forward_im2col(params, jnp.asarray(x)), lenet_forward_lax(params, jnp.asarray(x)), 1e-5, 1e-5
+            "im2col",
+            lenet_forward_im2col(params, jnp.asarray(x)),
+            lenet_forward_lax(params, jnp.asarray(x)),
+            1e-5,
+            1e-5,
         ),
     }
 
@@ -699,7 +693,8 @@ def verify_lenet(with_torch: bool = True) -> dict[str, float]:
     g_lax = jax.grad(loss(lenet_forward_lax))(params)
     g_im2col = jax.grad(loss(lenet_forward_im2col))(params)
     diffs["grad_im2col_vs_lax"] = max(
-        _assert_close("grad", a, b, 1e-4, 1e-6) for a, b in zip(jax.tree.leaves(g_im2col), jax.tree.leaves(g_lax), strict=True)
+        _assert_close("grad", a, b, 1e-4, 1e-6)
+        for a, b in zip(jax.tree.leaves(g_im2col), jax.tree.leaves(g_lax), strict=True)
     )
     if with_torch and torch_available():
         import torch
@@ -733,7 +728,9 @@ def verify_resnet(with_torch: bool = True) -> dict[str, float]:
     )
     model.eval()
     want_eval = np.asarray(model(xj))
-    diffs["jax_vs_flax_eval"] = _assert_close("eval", resnet_apply(params, new_stats, xj, False)[0], want_eval, 1e-4, 1e-4)
+    diffs["jax_vs_flax_eval"] = _assert_close(
+        "eval", resnet_apply(params, new_stats, xj, False)[0], want_eval, 1e-4, 1e-4
+    )
     if with_torch and torch_available():
         import torch
 

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cnndsl
+import cnndsl  # noqa: E402  (after the sys.path line above)
 
 TASKS = {
     "mnist": {

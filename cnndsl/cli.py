@@ -70,7 +70,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 results.append(item)
             else:
                 if isinstance(partial, ir.Network) and partial.body.items:
-                    sys.stdout.write(render_table(partial, args.depth, color=_color(args), width=width, with_totals=False))
+                    sys.stdout.write(
+                        render_table(partial, args.depth, color=_color(args), width=width, with_totals=False)
+                    )
                     sys.stdout.flush()
                 found = [e, *getattr(e, "more", ())]  # every independent error (compiler.py)
                 for each in found:
@@ -181,10 +183,16 @@ def make_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="check shapes and print the layer table")
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
-    c.add_argument("--depth", type=_count(0), default=None, metavar="N", help="collapse block instances nested deeper than N")
+    c.add_argument(
+        "--depth", type=_count(0), default=None, metavar="N", help="collapse block instances nested deeper than N"
+    )
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     c.add_argument("--wide", action="store_true", help="every column at full width, whatever the terminal's width")
-    c.add_argument("--xla", action="store_true", help="also compile with XLA and compare its FLOP and memory analysis (imports JAX)")
+    c.add_argument(
+        "--xla",
+        action="store_true",
+        help="also compile with XLA and compare its FLOP and memory analysis (imports JAX)",
+    )
     c.add_argument("--batch", type=_count(1), default=1, metavar="N", help="batch size for --xla (default 1)")
     c.add_argument("--werror", action="store_true", help="treat warnings as errors (exit 2), e.g. in CI")
     c.set_defaults(func=cmd_compile)
@@ -221,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback
         if os.environ.get("CNNDSL_DEBUG"):
             raise
-        print(f"cnndsl: internal error: {type(e).__name__}: {e} (set CNNDSL_DEBUG=1 for the traceback; please report it)", file=sys.stderr)
+        print(
+            f"cnndsl: internal error: {type(e).__name__}: {e} (set CNNDSL_DEBUG=1 for the traceback; please report it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

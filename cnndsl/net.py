@@ -130,7 +130,9 @@ class Net:
         else:  # CPU "devices" share main memory: one replica each, the whole batch
             est = estimate(self.ir, batch=batch, train=train, optimizer_slots=optimizer_slots)
             k = devices
-            est = dataclasses.replace(est, weights=est.weights * k, gradients=est.gradients * k, optimizer=est.optimizer * k)
+            est = dataclasses.replace(
+                est, weights=est.weights * k, gradients=est.gradients * k, optimizer=est.optimizer * k
+            )
         check_memory(self.ir, est, device_bytes=free, device_name=f"{dev.platform}:{dev.id}")
 
     def autotune(self, batch: int, *, train: bool = True) -> dict[str, str]:
@@ -173,7 +175,6 @@ class Net:
 
         return init_variables(self.ir, key)
 
-
     def load_state_dict(self, sd_or_path: Any, **options: Any) -> dict:
         """Variables from PyTorch weights: a `.safetensors`/`.pth` path, a state dict (name ->
         tensor) or a `torch.nn.Module`, mapped by execution order and shape. `options` are
@@ -194,4 +195,3 @@ def loads(text: str, path: str = "<string>") -> Net:
 def load(path: str | Path) -> Net:
     """Compile a `.cnn` file. Raises `CnnError`."""
     return Net(compile_file(path))
-

@@ -14,7 +14,6 @@ from fractions import Fraction
 from typing import Any
 
 from . import ir
-from .shape import fmt_size
 
 FLOAT_BYTES = 4
 

@@ -1,11 +1,11 @@
 """Test-wide JAX settings (as Equinox does): strict rank promotion, 4 CPU devices for the
 sharding tests, and cnndsl imported first so its XLA guard applies before XLA starts."""
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (cnndsl is imported before jax below, on purpose)
 
 from pathlib import Path
 
-import cnndsl  # noqa: F401  (installs the XLA_FLAGS guard before JAX starts)
+import cnndsl  # noqa: F401  (first: installs the XLA_FLAGS guard before JAX starts)
 import jax
 import pytest
 

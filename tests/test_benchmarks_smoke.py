@@ -27,7 +27,10 @@ RESULT_KEYS = {
     "flops", "gflops", "fraction_of_peak", "xla_flops", "extra",
 }  # fmt: skip
 CNNDSL = {"cnndsl", "cnndsl_xla", "cnndsl_folded"}
-JAX_CONTENDERS = {"lenet5": {"flax_nnx", "jax_lax", "jax_im2col", "cnndsl_tuned"} | CNNDSL, "resnet18": {"flax_nnx", "jax_lax"} | CNNDSL}
+JAX_CONTENDERS = {
+    "lenet5": {"flax_nnx", "jax_lax", "jax_im2col", "cnndsl_tuned"} | CNNDSL,
+    "resnet18": {"flax_nnx", "jax_lax"} | CNNDSL,
+}
 
 
 def _load(name: str) -> ModuleType:

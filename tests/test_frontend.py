@@ -27,8 +27,19 @@ def shapes(net: cnndsl.Net) -> list[str]:
 def test_lenet_shapes_params_macs_rf():
     net = cnndsl.load(EXAMPLES / "lenet5.cnn")
     assert shapes(net) == [
-        "6@28x28", "6@28x28", "6@14x14", "16@10x10", "16@10x10", "16@5x5",
-        "400", "120", "120", "84", "84", "10", "10",
+        "6@28x28",
+        "6@28x28",
+        "6@14x14",
+        "16@10x10",
+        "16@10x10",
+        "16@5x5",
+        "400",
+        "120",
+        "120",
+        "84",
+        "84",
+        "10",
+        "10",
     ]
     assert net.params == {"total": 61_706, "trainable": 61_706, "non_trainable": 0}
     assert net.macs == 416_520 and net.flops == 833_040
@@ -181,7 +192,9 @@ def test_compile_path_does_not_import_jax():
 
 
 def test_cli_prints_the_table_and_totals():
-    r = subprocess.run([sys.executable, "-m", "cnndsl", "compile", str(EXAMPLES / "lenet5.cnn")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "cnndsl", "compile", str(EXAMPLES / "lenet5.cnn")], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "params   61,706 (trainable 61,706, non-trainable 0)" in out

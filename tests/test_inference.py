@@ -30,7 +30,7 @@ def randomized(net: cnndsl.Net, seed: int = 0) -> dict:
                 out[k] = jiggle(val, positive)
             else:
                 r = jax.random.normal(next(keys), val.shape)
-                out[k] = (jnp.exp(0.3 * r) if positive or k in ("var", "scale") else val + 0.3 * r)
+                out[k] = jnp.exp(0.3 * r) if positive or k in ("var", "scale") else val + 0.3 * r
         return out
 
     return {c: jiggle(t) for c, t in v.items()}
@@ -48,7 +48,10 @@ def ops(net_ir: ir.Network) -> list[str]:
         ("input 4@9x9\ndwconv 3x3 p1 nobias -> bn -> relu6", ["bn"]),
         ("input 4@5x5\ndeconv 3@2x2 s2 nobias -> bn", ["bn"]),
         ("input 20\ndense 7 -> bn -> dropout 0.5 -> dense 3", ["bn", "dropout"]),
-        ("input 3@10x10\nscale 1/255 -> normalize mean=(0.4, 0.5, 0.6) std=(0.2, 0.3, 0.25) -> conv 4@3x3 -> relu", ["scale", "normalize"]),
+        (
+            "input 3@10x10\nscale 1/255 -> normalize mean=(0.4, 0.5, 0.6) std=(0.2, 0.3, 0.25) -> conv 4@3x3 -> relu",
+            ["scale", "normalize"],
+        ),
         ("input 3@10x10\nscale 1/255 -> conv 4@3x3 p1 -> relu", ["scale"]),
         ("input 5\nnormalize mean=0.5 std=2 -> dense 3", ["normalize"]),
     ],
@@ -104,13 +107,16 @@ conv 8@3x3 p1 nobias -> bn -> relu -> unit(8) -> unit(8) -> dropout 0.3 -> gap -
     fast, fv = net.for_inference(v)
     _, apply = fast.functional(jax.random.key(0))
     np.testing.assert_allclose(apply(fv, x), want, rtol=1e-4, atol=1e-4)
+
     # remat and each lowering give the same values and gradients in training
     def loss(p, remat, low):
         y, _ = forward(net.ir, {**v, "params": p}, x, train=True, key=jax.random.key(7), remat=remat, lowering=low)
         return jnp.sum(y**2)
 
     ref = jax.grad(loss)(v["params"], False, {"*": "xla"})
-    cases = [(True, {"*": "xla"})] + [(remat, {"*": impl}) for impl in ("patches", "col2im", "shift", "winograd") for remat in (False, True)]
+    cases = [(True, {"*": "xla"})] + [
+        (remat, {"*": impl}) for impl in ("patches", "col2im", "shift", "winograd") for remat in (False, True)
+    ]
     for remat, low in cases:
         got = jax.grad(loss)(v["params"], remat, low)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
@@ -145,7 +151,11 @@ def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "spatial, stride, pad, dilation",
-    [((14, 14), (1, 1), ((0, 0), (0, 0)), (1, 1)), ((9, 7), (2, 1), ((1, 2), (0, 1)), (1, 2)), ((11,), (3,), ((2, 1),), (2,))],
+    [
+        ((14, 14), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+        ((9, 7), (2, 1), ((1, 2), (0, 1)), (1, 2)),
+        ((11,), (3,), ((2, 1),), (2,)),
+    ],
 )
 @pytest.mark.parametrize("impl", ["col2im", "shift"])
 def test_custom_gradient_lowerings_equal_xla(spatial, stride, pad, dilation, impl):
@@ -320,7 +330,12 @@ def test_cpu_lowerings_only_under_the_xla_guard(monkeypatch):
     bn = next(n for n in ir.layers(cnndsl.loads("input 3@8x8\nconv 4@3x3 -> bn").ir.body) if n.op == "bn")
     choose = lambda n, train: REGISTRY[n.op].lowering(n.args, n.x, n.y, train)  # noqa: E731
     monkeypatch.setenv("XLA_FLAGS", FLAG)
-    assert (choose(conv1, True), choose(conv2, True), choose(conv2, False), choose(bn, True)) == ("shift", "col2im", "xla", "dot")
+    assert (choose(conv1, True), choose(conv2, True), choose(conv2, False), choose(bn, True)) == (
+        "shift",
+        "col2im",
+        "xla",
+        "dot",
+    )
     assert REGISTRY["conv"].lowering(conv2.args, conv2.x, conv2.y, True, batch=512) == "xla"  # 51,200 positions
     monkeypatch.setenv("XLA_FLAGS", "")
     assert {choose(conv1, True), choose(conv2, True), choose(bn, True)} == {"xla"}

@@ -92,7 +92,9 @@ def compile_step(net: ir.Network, lowering: dict[str, str], batch: int, train: b
     if train:
 
         def loss(params: dict, x: jax.Array) -> jax.Array:
-            y, _ = forward(net, {**variables, "params": params}, x, train=True, key=jax.random.key(2), lowering=lowering)
+            y, _ = forward(
+                net, {**variables, "params": params}, x, train=True, key=jax.random.key(2), lowering=lowering
+            )
             return jnp.mean(jax.nn.logsumexp(y.reshape(batch, -1), axis=-1))
 
         def step(params: dict, x: jax.Array) -> dict:

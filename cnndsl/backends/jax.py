@@ -107,7 +107,9 @@ class _Forward(Walker[jax.Array]):
             p.update(_get(self.variables.get(coll, {}), n.path))
         impl = self.lowering.get(n.name) or self.lowering.get("*")
         train = self.train and n.path not in self.frozen
-        y, updates = apply_layer(n, p, x, train=train, dropout=self.dropout, key=self._key(), impl=impl, dtype=self.dtype)
+        y, updates = apply_layer(
+            n, p, x, train=train, dropout=self.dropout, key=self._key(), impl=impl, dtype=self.dtype
+        )
         for name, value in updates.items():
             _put(self.updates, n.path, name, value)
         if self.observe is not None:
@@ -287,7 +289,10 @@ def check_lowering(net: ir.Network, lowering: Any) -> None:
         if impl not in applies:
             raise ArgumentError(
                 f"lowering `{impl}` cannot compute `{name}` (`{n.text}`, input {n.x}): it would fall back silently",
-                notes=[_why_not(op, n, impl), "lowerings that compute it: " + ", ".join(f"`{k}`" for k in sorted(applies))],
+                notes=[
+                    _why_not(op, n, impl),
+                    "lowerings that compute it: " + ", ".join(f"`{k}`" for k in sorted(applies)),
+                ],
                 hints=[f"choose one of those, or leave `{name}` to its default"],
             )
 
@@ -298,7 +303,11 @@ def _why_not(op: Any, n: ir.Layer, impl: str) -> str:
         from . import onednn
 
         ok, reason = onednn.available()
-        return f"oneDNN runs 2-D layers only; this one is {n.x.rank}-D" if ok else f"the oneDNN kernel is not available: {reason}"
+        return (
+            f"oneDNN runs 2-D layers only; this one is {n.x.rank}-D"
+            if ok
+            else f"the oneDNN kernel is not available: {reason}"
+        )
     groups = getattr(op, "_groups", None)
     if groups is not None and groups(n.args, n.x) != 1:
         return f"grouped convolutions (groups={groups(n.args, n.x)}) run by XLA's convolution (or oneDNN) only"
@@ -345,8 +354,12 @@ def functional(
     check_lowering(net, lowering)  # here, before anything is traced or initialised
     variables = init_variables(net, key)
 
-    def apply(variables: dict, x: jax.Array, *, train: bool = False, key: jax.Array | None = None, logits: bool = False):
-        y, updates = forward(net, variables, x, train=train, key=key, logits=logits, lowering=lowering, remat=remat, dtype=dtype)
+    def apply(
+        variables: dict, x: jax.Array, *, train: bool = False, key: jax.Array | None = None, logits: bool = False
+    ):
+        y, updates = forward(
+            net, variables, x, train=train, key=key, logits=logits, lowering=lowering, remat=remat, dtype=dtype
+        )
         if not train:
             return y
         return y, _merge_trees(variables.get("batch_stats", {}), updates)
@@ -378,7 +391,11 @@ class _Static:
 
     def __repr__(self) -> str:
         v = self.value
-        return f"`{v.text}` ({v.x} -> {v.y})" if isinstance(v, ir.Layer) else f"<{type(v).__name__} {getattr(v, 'name', '')}>"
+        return (
+            f"`{v.text}` ({v.x} -> {v.y})"
+            if isinstance(v, ir.Layer)
+            else f"<{type(v).__name__} {getattr(v, 'name', '')}>"
+        )
 
 
 class Layer(nnx.Module):

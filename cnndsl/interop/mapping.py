@@ -445,7 +445,7 @@ def _eps_notes(matched: list[Slot], module_eps: dict[str, float], prefix: dict[s
                     f"eps={s.eps:g}, torch `{prefix[s.layer]}` eps={e:g}; write `{op} eps={e:g}` in the spec"
                 )
         return notes + _momentum(matched)
-    for op, label in _NORM_EPS.items():
+    for op in _NORM_EPS:
         default = TORCH_LN_EPS if op == "layernorm" else TORCH_BN_EPS
         odd = [s for s in norms if s.op == op and not np.isclose(s.eps or 0.0, default, rtol=1e-6, atol=0)]
         if odd:

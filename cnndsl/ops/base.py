@@ -89,7 +89,9 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
                 size = _names_in_size(n, env)
                 if size:
                     raise CnnNameError(f"unknown name `{n}`", e.span, hints=[size])
-                raise CnnNameError(f"unknown name `{n}`", e.span, hints=did_you_mean(n, env) or [known if env else outside])
+                raise CnnNameError(
+                    f"unknown name `{n}`", e.span, hints=did_you_mean(n, env) or [known if env else outside]
+                )
             return env[n]
         case ast.Neg(operand=o):
             return -evaluate(o, env)
@@ -97,7 +99,17 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
             a, b = evaluate(lhs, env), evaluate(rhs, env)
             if op in ("/", "//") and b == 0:
                 raise ArgumentError("division by zero", e.span, hints=[f"`{expr_text(rhs)}` is 0 here"])
-            r = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b if op == "/" else Fraction(a // b)
+            r = (
+                a + b
+                if op == "+"
+                else a - b
+                if op == "-"
+                else a * b
+                if op == "*"
+                else a / b
+                if op == "/"
+                else Fraction(a // b)
+            )
             return in_range(r, e)
     raise ArgumentError("expected a number", getattr(e, "span", None))
 
@@ -145,7 +157,9 @@ class Function:
                 raise ArgumentError(f"`{self.name}` takes one or more numbers", e.span, hints=usage)
             return self.fn(*args)
         if len(args) > len(self.params):
-            raise ArgumentError(f"`{self.name}` takes at most {len(self.params)} arguments, got {len(args)}", e.span, hints=usage)
+            raise ArgumentError(
+                f"`{self.name}` takes at most {len(self.params)} arguments, got {len(args)}", e.span, hints=usage
+            )
         values = dict(zip(self.params, args))
         for k, v in kwargs.items():
             if k not in self.params:
@@ -175,8 +189,13 @@ def make_divisible(v: Fraction, divisor: Fraction, min_value: Fraction | None = 
 FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in (
-        Function("make_divisible", ("v", "divisor", "min_value"), 2, make_divisible,
-                 "torchvision's `_make_divisible(v, divisor, min_value=divisor)`: width multipliers"),
+        Function(
+            "make_divisible",
+            ("v", "divisor", "min_value"),
+            2,
+            make_divisible,
+            "torchvision's `_make_divisible(v, divisor, min_value=divisor)`: width multipliers",
+        ),
         Function("floor", ("v",), 1, lambda v: Fraction(math.floor(v)), "the largest whole number <= v"),
         Function("ceil", ("v",), 1, lambda v: Fraction(math.ceil(v)), "the smallest whole number >= v"),
         Function("min", ("...",), 1, lambda *v: min(v), "the smallest argument"),
@@ -283,7 +302,9 @@ def _size_kind(lo: int = 1) -> Kind:
             dims = (as_int(evaluate(v, env), span, "the size", v),)
         elif isinstance(v, ast.Tuple) and all(isinstance(i, ast.Num) for i in v.items):
             sizes = "x".join(expr_text(i) for i in v.items)
-            raise ArgumentError(f"expected a size like `3` or `3x3`, got `{value_text(v)}`", span, hints=[f"write `{sizes}`"])
+            raise ArgumentError(
+                f"expected a size like `3` or `3x3`, got `{value_text(v)}`", span, hints=[f"write `{sizes}`"]
+            )
         elif isinstance(v, ast.DepthDims):
             raise ArgumentError(
                 f"expected a size like `3` or `3x3`, got `{value_text(v)}`",
@@ -331,8 +352,11 @@ def _floats_conv(v: ast.Value, env: Env, span: Span) -> tuple[float, ...]:
 
 def _range_conv(v: ast.Value, env: Env, span: Span) -> tuple[int, int]:
     if not isinstance(v, ast.Range):
-        raise ArgumentError(f"expected a range like `0:16`, got `{value_text(v)}`", span,
-                            hints=["write the first index, `:`, then the end (not included): `0:c/2`"])
+        raise ArgumentError(
+            f"expected a range like `0:16`, got `{value_text(v)}`",
+            span,
+            hints=["write the first index, `:`, then the end (not included): `0:c/2`"],
+        )
     a = as_int(evaluate(v.start, env), span, "the range start", v.start)
     b = as_int(evaluate(v.stop, env), span, "the range end", v.stop)
     if not 0 <= a < b:
@@ -354,7 +378,9 @@ FLOAT = _float_kind()
 POSFLOAT = _float_kind(lo=0.0)
 PROB = _float_kind(0.0, 1.0, hi_open=True)
 DEPTH_KERNEL = Kind("filters and kernel like 16@3x3", _depth_kernel_conv, fmt=lambda v: f"{v[0]}@{fmt_size(v[1])}")
-FLOATS = Kind("a number or a list like (0.5, 0.5)", _floats_conv, fmt=lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")")
+FLOATS = Kind(
+    "a number or a list like (0.5, 0.5)", _floats_conv, fmt=lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"
+)
 RANGE = Kind("a range like 0:16", _range_conv, fmt=lambda r: f"{r[0]}:{r[1]}")
 BOOL = Kind("true or false", _bool_conv, fmt=lambda b: "true" if b else "false")
 
@@ -548,22 +574,55 @@ _SPLIT = "a channel range is `slice a:b`; halves, as torch's `chunk(2)`: `concat
 _SE = "squeeze-and-excitation is `mul { identity | adaptiveavgpool 1 -> conv q@1x1 -> relu -> conv c@1x1 -> sigmoid }`"
 # Names from other frameworks -> ours, offered as hints (never accepted silently).
 FOREIGN_NAMES = {
-    "conv2d": "conv", "conv1d": "conv", "convolution": "conv", "linear": "dense",
-    "fullyconnected": "dense", "innerproduct": "dense", "maxpool2d": "maxpool",
-    "maxpooling": "maxpool", "avgpool2d": "avgpool", "averagepool": "avgpool",
-    "batchnorm2d": "bn", "batchnormalization": "bn", "convtranspose": "deconv",
-    "conv2dtranspose": "deconv", "convtranspose2d": "deconv", "depthwiseconv": "dwconv",
-    "globalaveragepooling": "gap", "globalavgpool": "gap", "adaptiveavgpool2d": "adaptiveavgpool",
-    "reshape": "flatten", "swish": "silu", "leaky_relu": "leakyrelu", "logistic": "sigmoid",
-    "upsampling": "upsample", "zeropad": "pad", "zeropadding": "pad",
-    "hswish": "hardswish", "hsigmoid": "hardsigmoid", "stochasticdepth": "droppath", "dropconnect": "droppath",
-    "channelshuffle": "shuffle", "localresponsenorm": "lrn", "localresponsenormalization": "lrn",
-    "groupnormalization": "groupnorm", "instancenormalization": "instancenorm", "layernormalization": "layernorm",
-    "narrow": "slice", "gn": "groupnorm", "ln": "layernorm",
+    "conv2d": "conv",
+    "conv1d": "conv",
+    "convolution": "conv",
+    "linear": "dense",
+    "fullyconnected": "dense",
+    "innerproduct": "dense",
+    "maxpool2d": "maxpool",
+    "maxpooling": "maxpool",
+    "avgpool2d": "avgpool",
+    "averagepool": "avgpool",
+    "batchnorm2d": "bn",
+    "batchnormalization": "bn",
+    "convtranspose": "deconv",
+    "conv2dtranspose": "deconv",
+    "convtranspose2d": "deconv",
+    "depthwiseconv": "dwconv",
+    "globalaveragepooling": "gap",
+    "globalavgpool": "gap",
+    "adaptiveavgpool2d": "adaptiveavgpool",
+    "reshape": "flatten",
+    "swish": "silu",
+    "leaky_relu": "leakyrelu",
+    "logistic": "sigmoid",
+    "upsampling": "upsample",
+    "zeropad": "pad",
+    "zeropadding": "pad",
+    "hswish": "hardswish",
+    "hsigmoid": "hardsigmoid",
+    "stochasticdepth": "droppath",
+    "dropconnect": "droppath",
+    "channelshuffle": "shuffle",
+    "localresponsenorm": "lrn",
+    "localresponsenormalization": "lrn",
+    "groupnormalization": "groupnorm",
+    "instancenormalization": "instancenorm",
+    "layernormalization": "layernorm",
+    "narrow": "slice",
+    "gn": "groupnorm",
+    "ln": "layernorm",
     # values with a space are whole hints
-    "split": _SPLIT, "chunk": _SPLIT, "channelsplit": _SPLIT,
+    "split": _SPLIT,
+    "chunk": _SPLIT,
+    "channelsplit": _SPLIT,
     "permute": "the channel shuffle is `shuffle G`; there is no general permutation",
-    "squeezeexcitation": _SE, "squeezeexcite": _SE, "se": _SE, "seblock": _SE, "selayer": _SE,
+    "squeezeexcitation": _SE,
+    "squeezeexcite": _SE,
+    "se": _SE,
+    "seblock": _SE,
+    "selayer": _SE,
     "multiply": "products are the merge `mul { a | b }` (`mul NAME` with a saved tensor)",
     "hardtanh": "there is no `hardtanh` (a clamp to [-1, 1]); the hard activations are `hardsigmoid`, `hardswish` and `relu6`",
 }
@@ -654,7 +713,9 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
             continue
         head = v.dims[0] if isinstance(v, ast.SizeExpr) else None
         if isinstance(head, ast.Func) and head.name in shorts and len(head.args) == 1 and not head.kwargs:
-            v = ast.Func(name=head.name, args=(ast.SizeExpr(dims=(head.args[0], *v.dims[1:])),), span=v.span)  # `p(k/2)x0`
+            v = ast.Func(
+                name=head.name, args=(ast.SizeExpr(dims=(head.args[0], *v.dims[1:])),), span=v.span
+            )  # `p(k/2)x0`
         if isinstance(v, ast.Func) and v.name not in FUNCTIONS:  # `s(k)`: a short option with an expression
             prm = shorts.get(v.name)
             m = re.fullmatch(r"([a-z]+?)([0-9]+(?:x[0-9]+)*)x", v.name)
@@ -668,7 +729,8 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
             if prm is None:
                 missing_arrow = len(v.name) > 2 or v.name in REGISTRY
                 raise CnnNameError(
-                    f"`{op.name}` does not take `{arg.text}`" + (": is an `->` missing before it?" if missing_arrow else ""),
+                    f"`{op.name}` does not take `{arg.text}`"
+                    + (": is an `->` missing before it?" if missing_arrow else ""),
                     arg.span,
                     hints=[f"layers and blocks are chained with `->`: `{layer.op} ... -> {arg.text}`"]
                     if missing_arrow
@@ -718,7 +780,9 @@ def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
                 raise CnnNameError(
                     f"`{op.name}` does not take `{word}`: is an `->` missing before it?",
                     arg.span,
-                    hints=[f"layers are chained with `->`: `{' '.join([layer.op, *_args_before(layer, arg)])} -> {word}`"],
+                    hints=[
+                        f"layers are chained with `->`: `{' '.join([layer.op, *_args_before(layer, arg)])} -> {word}`"
+                    ],
                 )
             hints = did_you_mean(word, [*flags, *(f"{s}N" for s in shorts), *by_name])
             if re.fullmatch(r"[xX]([0-9]+(x[0-9]+)*)?", word):

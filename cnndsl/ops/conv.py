@@ -648,7 +648,12 @@ class Deconv(Op):
 
     def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
         needs_spatial(x, ctx, self.name)
-        for v, w in ((a.filters[1], "the kernel"), (a.stride, "the stride"), (a.pad, "the padding"), (a.outpad, "outpad")):
+        for v, w in (
+            (a.filters[1], "the kernel"),
+            (a.stride, "the stride"),
+            (a.pad, "the padding"),
+            (a.outpad, "outpad"),
+        ):
             per_axis(v, x, w, ctx)
         k, s, p, op = self._geom(a, x.rank)
         if any(o >= si for o, si in zip(op, s)):

@@ -287,9 +287,7 @@ class Filter(Op):
                 hints=["e.g. `filter sobel`, `filter gaussian 5`, or `" + LITERAL_USAGE + "`"],
             )
         if a.kind is not None:
-            raise ArgumentError(
-                f"`kernel=` is a filter of its own: leave out `{a.kind}`", ctx.span, hints=[usage]
-            )
+            raise ArgumentError(f"`kernel=` is a filter of its own: leave out `{a.kind}`", ctx.span, hints=[usage])
         given = [n for n, d in GABOR_DEFAULTS.items() if a[n] != d] + (["sigma"] if a.sigma is not None else [])
         if given:
             raise ArgumentError(f"`{given[0]}` is not an option of a literal kernel", ctx.span, hints=[usage])

@@ -15,12 +15,12 @@ from typing import Any
 from ..shape import Shape, fmt_size
 from .base import (
     BOOL,
+    COLLAPSE,
     REQUIRED,
     SIZE,
     SIZE0,
     ApplyCtx,
     Args,
-    COLLAPSE,
     Op,
     P,
     ShapeCtx,

@@ -82,7 +82,10 @@ class Walker(Generic[V]):
             if self.rebuild:
                 n = dataclasses.replace(n, branches=tuple(branches))
             labels = (
-                ["the residual body", "the shortcut" if len(n.branches) > 1 and n.branches[1].items else "the input (identity shortcut)"]
+                [
+                    "the residual body",
+                    "the shortcut" if len(n.branches) > 1 and n.branches[1].items else "the input (identity shortcut)",
+                ]
                 if n.residual
                 else [f"branch {i}" for i in range(1, len(outs) + 1)]
             )

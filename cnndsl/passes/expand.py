@@ -139,7 +139,11 @@ class _Expander:
                         pname = f"project{k}"
                     scope.used[pname] = it.span
                     proj = self.chain(it.project, env, _Scope((*scope.path, pname), saves=dict(saves)))
-                return [ir.Merge(kind="add", branches=(body, proj), path=path, residual=True, span=it.span, sites=self.sites)]
+                return [
+                    ir.Merge(
+                        kind="add", branches=(body, proj), path=path, residual=True, span=it.span, sites=self.sites
+                    )
+                ]
             case ast.Branches():
                 path = scope.name(it.kind, it.alias, it.span)
                 if len(it.branches) < 2:
@@ -164,8 +168,13 @@ class _Expander:
                     raise CnnNameError(
                         f"`{it.kind} {it.ref}` refers to no saved tensor",
                         it.span,
-                        notes=[f"saved so far in this scope: {saved}" if saved else "nothing is saved before it in this scope"],
-                        hints=did_you_mean(it.ref, scope.saves) or [f"write `save {it.ref}` earlier in the chain, where the tensor to merge is"],
+                        notes=[
+                            f"saved so far in this scope: {saved}"
+                            if saved
+                            else "nothing is saved before it in this scope"
+                        ],
+                        hints=did_you_mean(it.ref, scope.saves)
+                        or [f"write `save {it.ref}` earlier in the chain, where the tensor to merge is"],
                     )
                 path = scope.name(it.kind, it.alias, it.span)
                 return [ir.MergeRef(kind=it.kind, ref=key, label=it.ref, path=path, span=it.span, sites=self.sites)]
@@ -173,7 +182,9 @@ class _Expander:
 
     def layer(self, it: ast.Layer, env: Env, scope: _Scope) -> ir.Layer:
         if it.op in self.blocks and it.op not in REGISTRY:
-            args = ", ".join(a.text[1:-1] if a.text.startswith("(") and a.text.endswith(")") else a.text for a in it.args)
+            args = ", ".join(
+                a.text[1:-1] if a.text.startswith("(") and a.text.endswith(")") else a.text for a in it.args
+            )
             raise CnnNameError(
                 f"`{it.op}` is a block: call it as `{it.op}(...)`",
                 _op_span(it),
@@ -199,14 +210,28 @@ class _Expander:
         b = self.blocks.get(it.block)
         if b is None:
             hints = did_you_mean(it.block, self.blocks)
-            layer = it.block if it.block in REGISTRY else FOREIGN_NAMES.get(it.block.lower().replace("_", ""), it.block.lower())
+            layer = (
+                it.block
+                if it.block in REGISTRY
+                else FOREIGN_NAMES.get(it.block.lower().replace("_", ""), it.block.lower())
+            )
             if layer in REGISTRY:
-                named = f"`{it.block}` is a layer" if layer == it.block else f"in cnndsl `{it.block}` is the layer `{layer}`"
+                named = (
+                    f"`{it.block}` is a layer"
+                    if layer == it.block
+                    else f"in cnndsl `{it.block}` is the layer `{layer}`"
+                )
                 hints = [f"{named}: write its arguments after a space, like `{REGISTRY[layer].example or layer}`"]
-            raise CnnNameError(f"unknown block `{it.block}`", it.span, hints=hints or ["define it with `block NAME(params) { ... }`"])
+            raise CnnNameError(
+                f"unknown block `{it.block}`", it.span, hints=hints or ["define it with `block NAME(params) { ... }`"]
+            )
         if it.block in self.stack:
-            cycle = " -> ".join([*self.stack[self.stack.index(it.block):], it.block])
-            raise CnnNameError(f"block `{it.block}` calls itself ({cycle})", it.span, hints=["blocks cannot be recursive; use `repeat N { ... }`"])
+            cycle = " -> ".join([*self.stack[self.stack.index(it.block) :], it.block])
+            raise CnnNameError(
+                f"block `{it.block}` calls itself ({cycle})",
+                it.span,
+                hints=["blocks cannot be recursive; use `repeat N { ... }`"],
+            )
         inner = self._bind_call(b, it, env)
         text = f"{it.block}(" + ", ".join(fmt_num(inner[p.name]) for p in b.params) + ")"
         path = scope.name(it.block, it.alias, it.span)
@@ -243,7 +268,11 @@ def bind_call(b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
         values[p.name] = evaluate(e, env)
     for k, e in it.kwargs:
         if k not in known:
-            raise CnnNameError(f"`{b.name}` has no parameter `{k}`", it.span, hints=did_you_mean(k, names) or [f"it is defined as `block {sig}`"])
+            raise CnnNameError(
+                f"`{b.name}` has no parameter `{k}`",
+                it.span,
+                hints=did_you_mean(k, names) or [f"it is defined as `block {sig}`"],
+            )
         if k in values:
             raise ArgumentError(f"`{k}` is given twice to `{b.name}`", it.span)
         values[k] = evaluate(e, env)
@@ -526,11 +555,10 @@ def _more_in_layer(e: CnnError, it: ast.Layer, env: Env) -> list[CnnError]:
     """Further mistakes in the same layer (`conv 6@5x5 strid=2 ciel`): bind again without the
     argument at fault while it is an option or a bare word (leaving out a positional one would
     shift the others and report what follows from it)."""
+
     def standalone(a: ast.Arg | None) -> bool:
         """An option, or a bare word that is no layer's name (`relu maxpool 2` lacks an `->`)."""
-        return a is not None and (
-            a.key is not None or isinstance(a.value, ast.Var) and a.value.name not in REGISTRY
-        )
+        return a is not None and (a.key is not None or isinstance(a.value, ast.Var) and a.value.name not in REGISTRY)
 
     found: list[CnnError] = []
     args = list(it.args)

@@ -26,7 +26,10 @@ class _Infer(Walker[Value]):
         try:
             y = REGISTRY[n.op].infer(n.args, shape, ctx)
             if y.size > MAX_VALUE:
-                raise ctx.error(_too_big(f"`{n.text}`", y), "check the sizes and factors that lead here: a tensor this large cannot be computed")
+                raise ctx.error(
+                    _too_big(f"`{n.text}`", y),
+                    "check the sizes and factors that lead here: a tensor this large cannot be computed",
+                )
         except CnnError as e:
             e.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)]
             raise
@@ -36,7 +39,9 @@ class _Infer(Walker[Value]):
         try:
             y = MERGES[n.kind].infer([s for s, _ in xs], labels, n.span, residual=getattr(n, "residual", False))
             if y.size > MAX_VALUE:
-                raise ShapeError(_too_big(f"`{n.kind}`", y), n.span, notes=[f"its inputs are {', '.join(str(s) for s, _ in xs)}"])
+                raise ShapeError(
+                    _too_big(f"`{n.kind}`", y), n.span, notes=[f"its inputs are {', '.join(str(s) for s, _ in xs)}"]
+                )
         except CnnError as e:
             e.notes += [f"in `{s.text}` called at {s.span}" for s in reversed(n.sites)]
             raise

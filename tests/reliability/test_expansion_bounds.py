@@ -58,7 +58,9 @@ def test_the_bomb_stays_small_in_a_subprocess(tmp_path: Path) -> None:
         "import resource, sys; from cnndsl.cli import main; rc = main(['compile', '--color', 'never', 'bomb.cnn']); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("bomb.cnn:15:1: error: `b12()` would expand to"), r.stderr
     assert int(r.stderr.split()[-1]) < 300_000, "peak RSS over 300 MB"  # kilobytes on Linux
@@ -67,7 +69,11 @@ def test_the_bomb_stays_small_in_a_subprocess(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "where", "message"),
     [
-        ("input 3@8x8\nrepeat 100000 { repeat 100000 { relu } }\n", (2, 8), "`repeat 100000` would expand to 10,000,000,000 layers"),
+        (
+            "input 3@8x8\nrepeat 100000 { repeat 100000 { relu } }\n",
+            (2, 8),
+            "`repeat 100000` would expand to 10,000,000,000 layers",
+        ),
         ("input 3@8x8\nrepeat 1000001 { relu }\n", (2, 8), "`repeat 1000001` would expand to 1,000,001 layers"),
         (
             "block b(n) { repeat n { relu } }\ninput 3@8x8\nb(10) -> b(2000000)\n",
@@ -82,13 +88,31 @@ def test_the_bomb_stays_small_in_a_subprocess(tmp_path: Path) -> None:
         # rounds that make nothing are not counted to the end (this never finished before)
         ("input 3@8x8\nrepeat 1000000000000000 { repeat 0 { relu } } -> relu\n", None, None),
         ("input 3@8x8\nrepeat 100000000 as i { repeat 0 { relu } } -> relu\n", None, None),
-        ("input 3@8x8\nrepeat 100000000 as i { repeat i - i { relu } }\n", (2, 8), "would run its body 100,000,000 times"),
-        ("block b(c) { repeat c { relu } }\ninput 3@8x8\nrepeat 2000 as i { b(i) }\n", (3, 8), "`repeat 2000` would expand"),
+        (
+            "input 3@8x8\nrepeat 100000000 as i { repeat i - i { relu } }\n",
+            (2, 8),
+            "would run its body 100,000,000 times",
+        ),
+        (
+            "block b(c) { repeat c { relu } }\ninput 3@8x8\nrepeat 2000 as i { b(i) }\n",
+            (3, 8),
+            "`repeat 2000` would expand",
+        ),
     ],
-    ids=["nested-repeat", "one-over", "block-argument", "accumulated", "empty-rounds", "empty-rounds-index",
-         "rounds-index", "index-argument"],
+    ids=[
+        "nested-repeat",
+        "one-over",
+        "block-argument",
+        "accumulated",
+        "empty-rounds",
+        "empty-rounds-index",
+        "rounds-index",
+        "index-argument",
+    ],
 )
-def test_the_bound_is_located_where_it_is_crossed(text: str, where: tuple[int, int] | None, message: str | None) -> None:
+def test_the_bound_is_located_where_it_is_crossed(
+    text: str, where: tuple[int, int] | None, message: str | None
+) -> None:
     t0 = time.process_time()
     if message is None:
         net = cnndsl.loads(text)
@@ -178,7 +202,11 @@ def test_json_is_strict_and_complete(tmp_path: Path) -> None:
     path = ROOT / "examples" / "resnet18.cnn"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
-        [sys.executable, "-m", "cnndsl.cli", "compile", "--json", str(path)], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "cnndsl.cli", "compile", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     data = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert data == json.loads(json.dumps(to_json(cnndsl.load(path).ir)))

@@ -138,8 +138,34 @@ def test_mutated_examples(text: str) -> None:
 
 # Mutations for the fast fuzzer: numbers stay small (a repeat count of 99999 over a block makes
 # a valid network of a million layers, seconds to check) or go past every bound at once.
-FAST_NUMBERS = ["0", "1", "2", "3", "7", "64", "-1", "0.5", "1e-16", "1e15", "1e16", "999999999999999", "2x2", "0x3", "1/3"]
-FAST_PIECES = [*PIECES, "\ufeff", "\x00", "\t", "\r\n", "repeat 1000000 {", "b(b(", "block b() { b() }", "upsample 1e15"]
+FAST_NUMBERS = [
+    "0",
+    "1",
+    "2",
+    "3",
+    "7",
+    "64",
+    "-1",
+    "0.5",
+    "1e-16",
+    "1e15",
+    "1e16",
+    "999999999999999",
+    "2x2",
+    "0x3",
+    "1/3",
+]
+FAST_PIECES = [
+    *PIECES,
+    "\ufeff",
+    "\x00",
+    "\t",
+    "\r\n",
+    "repeat 1000000 {",
+    "b(b(",
+    "block b() { b() }",
+    "upsample 1e15",
+]
 
 
 def _fast_seeds() -> tuple[list[str], list[str]]:

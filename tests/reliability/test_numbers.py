@@ -30,7 +30,11 @@ def error(text: str) -> cnndsl.CnnError:
         ("maxpool 99999999999999999x2", "the number `99999999999999999` is out of range", 9),
         ("dense 1000000000000001", "the number `1000000000000001` is out of range", 7),
         ("conv max(2, 1e16)@3x3", "the number `1e16` is out of range", 13),
-        ("flatten -> dense make_divisible(999999999999999, 6e14)", "`make_divisible(999999999999999, 6e14)` is out", 18),
+        (
+            "flatten -> dense make_divisible(999999999999999, 6e14)",
+            "`make_divisible(999999999999999, 6e14)` is out",
+            18,
+        ),
     ],
     ids=["literal", "product", "too-fine", "size-token", "int", "function-argument", "function-result"],
 )
@@ -51,9 +55,17 @@ def test_the_bound_itself_is_allowed() -> None:
 @pytest.mark.parametrize(
     ("text", "message", "where"),
     [
-        ("input 3@8x8\nrepeat 30 { upsample 999999 }\n", "`upsample 999999` would output 3@7999984000008x7999984000008", (2, 13)),
+        (
+            "input 3@8x8\nrepeat 30 { upsample 999999 }\n",
+            "`upsample 999999` would output 3@7999984000008x7999984000008",
+            (2, 13),
+        ),
         ("input 3@8x8\nconv 1e15@1x1\n", "`conv 1e15@1x1` would output 1000000000000000@8x8", (2, 1)),
-        ("input 3@1000000x1000000\nconcat { conv 600@1x1 | conv 600@1x1 }\n", "`concat` would output 1200@1000000x1000000", (2, 1)),
+        (
+            "input 3@1000000x1000000\nconcat { conv 600@1x1 | conv 600@1x1 }\n",
+            "`concat` would output 1200@1000000x1000000",
+            (2, 1),
+        ),
         ("input 3@999999999x999999999\nrelu\n", "the input 3@999999999x999999999 has", (1, 7)),
         ("input 1@8x8\nrepeat 30 { conv 1@1x1 s999999999999999 }\n", "the receptive field grows past 10^15", (2, 13)),
     ],

@@ -55,7 +55,10 @@ def _plant(tmpdir: Path, marker: Path) -> list[Path]:
     users = {getpass.getuser(), "unknown"}
     variants = [_OLD_OPTIONS, {k: v for k, v in _OLD_OPTIONS.items() if k != "cache"}]
     paths = {
-        lark_cache_path(tmpdir, opts, user=u, grammar_cache=g) for u in users for opts in variants for g in (False, True)
+        lark_cache_path(tmpdir, opts, user=u, grammar_cache=g)
+        for u in users
+        for opts in variants
+        for g in (False, True)
     }
     for p in paths:
         # Lark reads one line (the grammar's hash), then unpickles: the payload runs before any check.
@@ -134,7 +137,11 @@ def test_the_package_source_never_unpickles() -> None:
             if name == "Lark" and "cache" in keywords:
                 problems.append(f"{where}:{call.lineno}: Lark(..., cache=...)")
             flag = keywords.get("allow_pickle")
-            if isinstance(flag, ast.Constant) and flag.value is True or (flag is not None and not isinstance(flag, ast.Constant)):
+            if (
+                isinstance(flag, ast.Constant)
+                and flag.value is True
+                or (flag is not None and not isinstance(flag, ast.Constant))
+            ):
                 problems.append(f"{where}:{call.lineno}: allow_pickle is not False")
             if owner == "torch" and name == "load":
                 safe = keywords.get("weights_only")

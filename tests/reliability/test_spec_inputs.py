@@ -67,7 +67,9 @@ def test_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     (tmp_path / "nets").mkdir()
     (tmp_path / "nets" / "a.cnn").write_text("input 1@8x8\nrelu\n", encoding="utf-8")
     d = str(tmp_path / "nets")
-    _expect(capsys, d, f"{d}: error: this is a directory, not a `.cnn` file", f"give a `.cnn` file in it, like `{d}/a.cnn`")
+    _expect(
+        capsys, d, f"{d}: error: this is a directory, not a `.cnn` file", f"give a `.cnn` file in it, like `{d}/a.cnn`"
+    )
 
 
 def test_a_device_is_refused_before_reading(capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,7 +101,11 @@ def test_too_large_is_refused_from_its_size(tmp_path: Path, capsys: pytest.Captu
     big = tmp_path / "big.cnn"
     with big.open("wb") as f:
         f.truncate(50 * MAX_SPEC_BYTES)  # sparse: 50 MiB that take no disk
-    _expect(capsys, str(big), f"{big}: error: the file is 52,428,800 bytes, over the 1,048,576-byte (1 MiB) limit for a spec")
+    _expect(
+        capsys,
+        str(big),
+        f"{big}: error: the file is 52,428,800 bytes, over the 1,048,576-byte (1 MiB) limit for a spec",
+    )
     exact = tmp_path / "exact.cnn"
     exact.write_bytes(b"input 1@8x8\nrelu\n" + b"#" * (MAX_SPEC_BYTES - 17))
     assert len(read_spec(exact)) == MAX_SPEC_BYTES
@@ -133,7 +139,9 @@ def test_a_byte_order_mark_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize("command", ["compile", "fmt"])
-def test_every_command_reads_through_read_spec(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_command_reads_through_read_spec(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`compile`, `fmt` and `cnndsl.load` (which `train`, `eval` and `predict` use) refuse the same way."""
     d = str(tmp_path)
     assert main([command, d]) == 2
