@@ -65,6 +65,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="join a multi-process run from the environment JAX detects (SLURM, Open MPI, Kubernetes, TPU pods)",
     )
+    multi.add_argument(
+        "--join-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="how long a process waits for all the others to start (default 300)",
+    )
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -196,7 +203,9 @@ def _train(args: argparse.Namespace, stop: Any) -> int:
     from .training import distributed
 
     # Before anything touches JAX: a multi-process run joins its peers first.
-    launch = distributed.Launch(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
+    launch = distributed.Launch(
+        args.coordinator, args.num_processes, args.process_id, auto=args.distributed, timeout_s=args.join_timeout
+    )
     distributed.initialize(launch)
     from .net import load
     from .training.loop import train

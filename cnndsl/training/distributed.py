@@ -15,15 +15,18 @@ same number of steps and no peer is left waiting in a collective.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ArgumentError
 
-# What a peer that never comes costs: start-up waits this long, not JAX's default 5 minutes.
-INIT_TIMEOUT_S = 120
+# How long start-up waits for every peer (`--join-timeout`; JAX's default), and how soon a
+# peer that died mid-run fails the others.
+INIT_TIMEOUT_S = 300
 HEARTBEAT_TIMEOUT_S = 30
 LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "[::1]": "[::1]"}
 
@@ -46,6 +49,8 @@ class Launch:
 
 def check_launch(launch: Launch) -> None:
     """The flags alone, before JAX starts: all three of coordinator/processes/id, or none."""
+    if launch.timeout_s < 1:
+        raise ArgumentError(f"--join-timeout {launch.timeout_s}: give at least 1 second")
     given = {
         "--coordinator": launch.coordinator,
         "--num-processes": launch.num_processes,
@@ -113,22 +118,39 @@ def initialize(launch: Launch) -> None:
     # JAX's preemption notifier takes SIGTERM over from the `StopRequest` the CLI entered;
     # cnndsl agrees on signals itself (`AgreedStop`), so its handlers are put back.
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        jax.distributed.initialize(**kwargs)
-    except (RuntimeError, ValueError) as e:
-        where = "the cluster's environment" if launch.auto else f"the coordinator at {launch.coordinator}"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArgumentError(
-            f"cannot join the multi-process run through {where}: {first}",
+    where = "the cluster's environment" if launch.auto else f"the coordinator at {launch.coordinator}"
+
+    def failure(why: str) -> ArgumentError:
+        return ArgumentError(
+            f"cannot join the multi-process run through {where}: {why}",
             hints=[
                 (
                     f"start every process (same --num-processes, ids 0..N-1) within {launch.timeout_s} s of each"
-                    " other; process 0 listens on the coordinator's port"
+                    " other (--join-timeout); process 0 listens on the coordinator's port"
                 ),
                 "with --distributed, run under srun / mpirun / a TPU pod (JAX reads their environment)",
             ],
-        ) from None
+        )
+
+    def give_up() -> None:
+        # JAX aborts the process (SIGABRT, a C++ stack trace) when its own deadline passes:
+        # say why first, and exit as a user mistake does. Nothing is written before joining.
+        err = failure(f"not every process joined within {launch.timeout_s} s")
+        print(err.render(), file=sys.stderr, flush=True)
+        os._exit(2)
+
+    # JAX's deadline a little later than ours, so ours is the one that fires.
+    kwargs["initialization_timeout"] = launch.timeout_s + 30
+    watchdog = threading.Timer(launch.timeout_s, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise failure(first) from None
     finally:
+        watchdog.cancel()
         if threading.current_thread() is threading.main_thread():
             for s, h in handlers.items():
                 if h is not None:

@@ -199,6 +199,26 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(
     assert diff <= 1e-5, f"resumed vs uninterrupted 2-process run: max |Δ| = {diff:g}"
 
 
+def test_a_peer_that_never_comes_fails_start_up_within_the_join_timeout(tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.cnn"
+    spec.write_text(SPEC)
+    """Process 1 of 2 alone: a cnndsl error and exit 2 after 2 s, not JAX's abort (SIGABRT and a
+    C++ stack trace) and not a hang; nothing is written."""
+    procs: list[subprocess.Popen[str]] = []
+    port = free_port()
+    cmd = [sys.executable, "-c", CLI, "train", str(spec), "--out", str(tmp_path / "r"), "--quiet"]
+    cmd += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1", "--join-timeout", "2"]
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
+    try:
+        procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)]
+        err = procs[0].communicate(timeout=60)[1]
+    finally:
+        kill(procs)
+    assert procs[0].returncode == 2, err
+    assert "not every process joined within 2 s" in err and "--join-timeout" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
 # --- cheap checks, no second process ---------------------------------------------------------
 def test_a_shard_is_augmented_as_its_rows_of_the_whole_batch() -> None:
     x = np.random.default_rng(0).normal(size=(12, 5, 5, 2)).astype(np.float32)
@@ -215,6 +235,7 @@ def test_a_shard_is_augmented_as_its_rows_of_the_whole_batch() -> None:
         (["--coordinator", "127.0.0.1", "--num-processes", "2", "--process-id", "0"], "expected HOST:PORT"),
         (["--coordinator", "127.0.0.1:7777", "--num-processes", "2", "--process-id", "2"], "the ids are 0 to 1"),
         (["--distributed", "--process-id", "1"], "it takes no --process-id"),
+        (["--distributed", "--join-timeout", "0"], "--join-timeout 0: give at least 1 second"),
     ],
 )
 def test_launch_flags_are_checked_before_jax_starts(
