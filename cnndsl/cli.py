@@ -43,7 +43,7 @@ def _diagnostic(text: str, args: argparse.Namespace) -> str:
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import ir
     from .compiler import compile_file
-    from .report import dumps, render_table, terminal_width, to_json
+    from .report import batch_json, dumps, render_batch, render_table, terminal_width, to_json
 
     width = None if args.wide else terminal_width(sys.stdout)
 
@@ -86,13 +86,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 w.kind = "error"
                 w.notes.append("a warning, made an error by --werror")
         if args.json:
-            results.append(to_json(net))
+            results.append(to_json(net) | ({"batch": batch_json(net, args.batch)} if args.batch else {}))
             continue
         sys.stdout.write(render_table(net, args.depth, color=_color(args), width=width))
+        if args.batch is not None:
+            sys.stdout.write("\n" + render_batch(net, args.batch))
         if args.xla:
             from .backends.xla_report import analyse, render
 
-            sys.stdout.write("\n" + render(net, analyse(net, args.batch)))
+            sys.stdout.write("\n" + render(net, analyse(net, args.batch or 1)))
         for w in net.warnings:
             print(_diagnostic(w.render(), args), file=sys.stderr)
         if len(args.files) > 1:
@@ -193,7 +195,13 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also compile with XLA and compare its FLOP and memory analysis (imports JAX)",
     )
-    c.add_argument("--batch", type=_count(1), default=1, metavar="N", help="batch size for --xla (default 1)")
+    c.add_argument(
+        "--batch",
+        type=_count(1),
+        default=None,
+        metavar="N",
+        help="also print the batch's array shapes and memory estimate (forward, training step); --xla's batch (default 1)",
+    )
     c.add_argument("--werror", action="store_true", help="treat warnings as errors (exit 2), e.g. in CI")
     c.set_defaults(func=cmd_compile)
 

@@ -387,4 +387,97 @@ def _rf_json(rf: ir.RF | None) -> dict[str, list[float]] | None:
     return {"size": [float(v) for v in rf.size], "jump": [float(v) for v in rf.jump], "start": [float(v) for v in rf.start]}
 
 
+# --- `cnndsl compile --batch N`: shapes and memory at a batch size (torchinfo's summary) -------
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """The network at `batch`: array shapes and the memory estimate of `passes.memory` (the
+    same figures the memory refusal uses) for inference and for one training step with the
+    `train {}` section's optimizer."""
 
+    batch: int
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] | None
+    optimizer: str
+    inference: Any  # passes.memory.Estimate
+    training: Any
+
+
+def batch_report(net: ir.Network, batch: int) -> BatchReport:
+    """Shapes and memory at `batch` (no JAX). The optimizer is the `train {}` section's
+    (Adam when it names none, as `cnndsl train` would run it)."""
+    from .errors import CnnError
+    from .passes.memory import estimate
+    from .training.config import settings_to_config
+
+    settings = getattr(net.ast, "train", ()) if net.ast is not None else ()
+    try:
+        cfg = settings_to_config(settings)
+    except CnnError:  # compile reports the train section's mistakes; show the default optimizer
+        cfg = settings_to_config(())
+    slots = cfg.optimizer_slots()
+    out = net.output
+    named = any(getattr(st, "key", None) == "optimizer" for st in settings)
+    return BatchReport(
+        batch=batch,
+        input_shape=tuple(net.input.array_shape(batch)),
+        output_shape=tuple(out.array_shape(batch)) if out is not None else None,
+        optimizer=f"{cfg.describe_optimizer()}, {slots} slot{'s' * (slots != 1)} per parameter"
+        + (" (the train section's)" if named else " (cnndsl train's default: the train section names none)"),
+        inference=estimate(net, batch=batch, train=False),
+        training=estimate(net, batch=batch, train=True, optimizer_slots=slots),
+    )
+
+
+def render_batch(net: ir.Network, batch: int) -> str:
+    """The `--batch N` section under the table: the batch's array shapes, then each part of
+    the memory estimate for a forward pass and for a training step, side by side."""
+    r = batch_report(net, batch)
+    inf, tr = r.inference, r.training
+    in_bytes = batch * net.input.size * FLOAT_BYTES
+    rows = [
+        ("input", in_bytes, in_bytes),
+        ("activations", inf.activations - in_bytes, tr.activations - in_bytes),
+        ("parameters", inf.weights, tr.weights),
+        ("gradients", None, tr.gradients),
+        ("optimizer state", None, tr.optimizer),
+        ("total", inf.device, tr.device),
+    ]
+    shape = ", ".join(map(str, r.input_shape))
+    out = f" -> output ({', '.join(map(str, r.output_shape))})" if r.output_shape is not None else ""
+    lines = [
+        f"batch {batch}  input ({shape}){out}: float32 arrays (N, H, W, D)",
+        f"{'memory (estimate)':<20}{'forward':>12}   {'training step':>13}",
+    ]
+    for name, a, b in rows:
+        lines.append(f"  {name:<18}{'–' if a is None else _bytes(a):>12}   {_bytes(b):>13}")
+    lines += [
+        "  forward: every layer's output, none reused (an upper bound: XLA reuses buffers)",
+        "  training: the outputs the backward pass keeps, plus the gradient through the widest layer",
+        f"  optimizer: {r.optimizer}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def batch_json(net: ir.Network, batch: int) -> dict[str, Any]:
+    """`render_batch` as JSON-able data (`compile --json --batch N`), bytes as integers."""
+    r = batch_report(net, batch)
+    in_bytes = batch * net.input.size * FLOAT_BYTES
+
+    def parts(e: Any) -> dict[str, int]:
+        return {
+            "input": in_bytes,
+            "activations": e.activations - in_bytes,
+            "parameters": e.weights,
+            "gradients": e.gradients,
+            "optimizer_state": e.optimizer,
+            "total": e.device,
+        }
+
+    return {
+        "batch": batch,
+        "input_shape": list(r.input_shape),
+        "output_shape": None if r.output_shape is None else list(r.output_shape),
+        "optimizer": r.optimizer,
+        "forward_bytes": parts(r.inference),
+        "training_bytes": parts(r.training),
+    }
