@@ -126,9 +126,10 @@ BAD_SETTINGS = [
 
 @pytest.mark.parametrize(("text", "kind", "message", "extra"), BAD_SETTINGS, ids=[b[0] for b in BAD_SETTINGS])
 def test_setting_mistakes_point_at_the_setting(text: str, kind: type, message: str, extra: str) -> None:
-    net = cnndsl.loads(f"input 1@8x8\nflatten -> dense 10\n\ntrain {{\n  {text}\n}}\n", "net.cnn")
+    """`compile` checks the train section too (so `loads` raises): the same error either way."""
+    text = f"input 1@8x8\nflatten -> dense 10\n\ntrain {{\n  {text}\n}}\n"
     with pytest.raises(kind) as e:
-        cnndsl.training.resolve_config(net)
+        cnndsl.training.resolve_config(cnndsl.loads(text, "net.cnn"))
     rendered = e.value.render()
     assert message in rendered and extra in rendered
     assert rendered.startswith("net.cnn:5:"), rendered  # file:line:col of the setting
