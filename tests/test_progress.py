@@ -1,6 +1,11 @@
-"""The progress bar (issue 13, item 12) counts the steps the device has finished, step by
-step (it used to sit at 0/42 until a host sync, then jump to 34/42), shows an ETA, says
-`1 epoch`, and history.png marks the best epoch."""
+"""The progress bar (issue 13, item 12) counts the steps the device has finished and is
+redrawn every ~0.1 s (it used to sit at 0/42 for 68 refreshes until a host sync, then jump to
+34/42), shows an ETA, says `1 epoch`, and history.png marks the best epoch.
+
+Its cost, measured on this project's 2-core CPU (interleaved runs, median step time with the
+bar against without): digits' conv net at batch 32 0.96x, a dense net at batch 4 (250 us
+steps) 1.015x, i.e. within noise. The first version (a copy of the metrics every step, the
+host at most 4 steps ahead, rich's refresh thread) cost 1.20x and 1.55x."""
 
 from __future__ import annotations
 
@@ -21,14 +26,14 @@ input 1@8x8
 flatten -> dense 10 -> softmax
 train {
   data = digits
-  batch = 4
+  batch = 1
   epochs = 1
   seed = 0
 }
 """
 
 
-def test_the_bar_moves_every_step_and_shows_an_eta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_bar_is_redrawn_often_and_shows_an_eta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.progress import Progress
 
     seen: list[tuple[float, int]] = []
@@ -48,19 +53,25 @@ def test_the_bar_moves_every_step_and_shows_an_eta(tmp_path: Path, monkeypatch: 
         shown.append(cap.get())
 
     monkeypatch.setattr(Progress, "update", spy)
+    assert loop.PROGRESS_EVERY_S <= 0.1 and loop.PROGRESS_MARK_S < loop.PROGRESS_EVERY_S  # as shipped
+    # Redrawn 20x as often here, so that even a fast machine's short epoch shows several draws.
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.005)
+    monkeypatch.setattr(loop, "PROGRESS_MARK_S", 0.001)
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=160, highlight=False, soft_wrap=True)
     net = cnndsl.loads(SPEC)
     r = train(net, out=tmp_path / "run", console=console, progress=True, plot=True)
-    steps = r.step  # 1,294 training images / 4: 323 steps in the one epoch
+    steps = r.step  # 1,294 training images at batch 1: 1,294 steps in the one epoch
     counts = [c for _, c in seen]
-    assert counts == sorted(counts) and counts[-1] == steps
-    jumps = [b - a for a, b in zip([0, *counts], counts, strict=False)]
-    assert max(jumps) <= loop.PROGRESS_AHEAD + 1  # never more than the host may run ahead
-    assert len(counts) >= steps // (loop.PROGRESS_AHEAD + 1)
+    assert steps == 1294 and counts == sorted(counts) and 0 < counts[-1] <= steps and len(set(counts)) >= 2
+    times = [t for t, _ in seen]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) < 0.25  # redrawn every ~5 ms here (slack for a busy CPU); the old bar sat for 6.8 s
     assert infos and re.fullmatch(r"loss \d+\.\d{4} · [\d,]+ img/s", infos[-1])
-    mid = [t for t in shown if (m := re.search(r" (\d+)/323 ", t)) and 0 < int(m[1]) < 300]
-    assert mid and all(re.search(r"epoch 1/1 .* eta \d:\d\d:\d\d", t) for t in mid[5:])  # an estimate, mid-epoch
+    mid = [t for t in shown if (m := re.search(r" (\d+)/1294 ", t)) and 0 < int(m[1]) < 1294]
+    assert len(mid) >= 2 and all(
+        re.search(r"epoch 1/1 .* eta \d:\d\d:\d\d", t) for t in mid[1:]
+    )  # an estimate, mid-epoch
     text = out.getvalue()
     assert "· 1 epoch · seed 0" in text and "1 epochs" not in text
     assert (tmp_path / "run" / "history.png").stat().st_size > 0

@@ -19,8 +19,8 @@ SIGTERM stop after the current step with a checkpoint that `resume` continues bi
 
 The host loop only feeds batches: each step is one call of a jitted, donated, pure function,
 and the host reads the device only at the end of an epoch, once a second for the non-finite
-flag, and when it stops; the progress bar polls copies of the running metrics, never waiting
-for them (`_epoch`). Everything random derives from the seed and the step or
+flag, and when it stops; the progress bar polls copies of the running metrics, waiting only
+when the host is a quarter of a second ahead of the device (`_epoch`). Everything random derives from the seed and the step or
 epoch number (data order, augmentation, dropout), so a run is a function of its settings,
 and `resume=True` continues one bit-for-bit from its last checkpoint.
 """
@@ -60,8 +60,9 @@ CHECK_EVERY_S = 1.0
 # With several processes, how often (in steps) they agree on a signal, --max-time and the
 # divergence check: a collective, and a host sync, so not every step.
 AGREE_EVERY = 16  # how often the host reads the device's non-finite flag mid-epoch
-PROGRESS_EVERY_S = 0.1  # how often the progress bar's loss and img/s change (its count: every step)
-PROGRESS_AHEAD = 4  # with a progress bar, the host runs at most this many steps ahead of the device
+PROGRESS_EVERY_S = 0.1  # how often the progress bar is redrawn (count, loss, img/s, ETA)
+PROGRESS_MARK_S = 0.02  # how often the bar marks a step to count when the device finishes it
+PROGRESS_AHEAD_S = 0.25  # with a bar, the host runs at most this far (in dispatch time) ahead of the device
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -502,6 +503,7 @@ class _Run:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
+            auto_refresh=False,
             disable=not self.progress,
         )
         task = bar.add_task(
@@ -510,11 +512,13 @@ class _Run:
         t0 = last = checked = time.monotonic()
         seen_at_last, done = 0, batch0
         # The bar counts the steps the device finished, not those the host dispatched (it runs
-        # ahead, and used to sit at 0/42 until a sync): each step's running metrics are copied
-        # (5 floats the next step does not donate) and polled with `is_ready`, never waited
-        # for, except when the host is PROGRESS_AHEAD steps ahead (the device still has a queue).
-        pending: deque[tuple[int, Any]] = deque()
-        finished, latest = batch0, None
+        # ahead, and used to sit at 0/42 until a sync): every PROGRESS_MARK_S the running
+        # metrics are copied (5 floats the next step does not donate) and the copies polled with
+        # `is_ready`, never waited for, except one dispatched over PROGRESS_AHEAD_S ago (the
+        # device still has that much queued). Fast steps thus cost one clock read each, and
+        # the bar is redrawn from this loop every PROGRESS_EVERY_S (no refresh thread).
+        pending: deque[tuple[int, float, Any]] = deque()
+        finished, latest, marked = batch0, None, -math.inf
         with bar:
             # With several processes each reads only its rows of every global batch.
             rows, n = pl.rows(self.batch), self.batch
@@ -537,19 +541,18 @@ class _Run:
                 done = b + 1
                 now = time.monotonic()
                 if self.progress:  # no host sync: see `pending` above
-                    pending.append((done, jnp.copy(self.state["metrics"])))
-                    moved = False
-                    while pending and (len(pending) > PROGRESS_AHEAD or pending[0][1].is_ready()):
-                        finished, latest = pending.popleft()  # past PROGRESS_AHEAD: waits for that step
-                        moved = True
-                    if moved:
-                        bar.update(task, completed=finished)
-                    now = time.monotonic()
+                    if now - marked >= PROGRESS_MARK_S:
+                        pending.append((done, now, jnp.copy(self.state["metrics"])))
+                        marked = now
+                    while pending and (pending[0][2].is_ready() or now - pending[0][1] > PROGRESS_AHEAD_S):
+                        finished, _, latest = pending.popleft()  # past PROGRESS_AHEAD_S: waits for that step
                     if latest is not None and now - last >= PROGRESS_EVERY_S:
                         m = engine.summarize(engine.to_host(latest))  # finished: a copy, not a wait
+                        now = time.monotonic()
                         rate = (finished - batch0 - seen_at_last) * self.batch / (now - last)
                         seen_at_last, last, latest = finished - batch0, now, None
-                        bar.update(task, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
+                        bar.update(task, completed=finished, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
+                        bar.refresh()  # drawn here, not by a refresh thread contending for the GIL
                 due = now - checked >= CHECK_EVERY_S
                 late = self.max_time is not None and now - self.t_start >= self.max_time
                 if multi:  # agreed every AGREE_EVERY steps, the same on every process (clocks differ)
