@@ -488,7 +488,7 @@ class _Run:
 
     def _epoch(self, epoch: int, batch0: int) -> int:
         """Train one epoch (from batch `batch0`), evaluate, log, checkpoint; the next epoch."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         cfg, ds, pl = self.cfg, self.ds, self.placement
         if batch0 == 0:
@@ -499,15 +499,14 @@ class _Run:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            TextColumn("eta {task.fields[eta]}"),
             console=self.console,
             transient=True,
             auto_refresh=False,
             disable=not self.progress,
         )
         task = bar.add_task(
-            "", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info=""
+            "", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info="", eta="–"
         )
         t0 = last = checked = time.monotonic()
         seen_at_last, done = 0, batch0
@@ -551,7 +550,10 @@ class _Run:
                         now = time.monotonic()
                         rate = (finished - batch0 - seen_at_last) * self.batch / (now - last)
                         seen_at_last, last, latest = finished - batch0, now, None
-                        bar.update(task, completed=finished, info=f"loss {m['loss']:.4f} · {rate:,.0f} img/s")
+                        left = (self.steps_per_epoch - finished) * (now - t0) / max(finished - batch0, 1)
+                        info = f"loss {m['loss']:.4f} · {rate:,.0f} img/s"
+                        eta = f"{left:.1f} s" if left < 10 else f"{int(left) // 60}:{int(left) % 60:02d}"
+                        bar.update(task, completed=finished, info=info, eta=eta)  # this epoch's rest
                         bar.refresh()  # drawn here, not by a refresh thread contending for the GIL
                 due = now - checked >= CHECK_EVERY_S
                 late = self.max_time is not None and now - self.t_start >= self.max_time
