@@ -12,7 +12,7 @@ import pytest
 
 from cnndsl import loads
 from cnndsl.errors import ArgumentError, CnnError
-from cnndsl.training.config import INT32_MAX, SEED_MAX, TrainConfig, apply_overrides, settings_to_config
+from cnndsl.training.config import INT32_MAX, SEED_MAX, TrainConfig, apply_overrides
 
 SPEC = "network N\ninput 1@8x8\nflatten -> dense 10\n"
 
@@ -65,10 +65,10 @@ def test_the_largest_valid_values_are_accepted() -> None:
 
 
 def test_file_setting_out_of_range_is_located() -> None:
-    net = loads(SPEC + "train {\n  epochs = 1\n  warmup = 2147483648\n}\n", "n.cnn")
+    """Refused where the file is compiled (`loads` checks the train section), located there."""
     with pytest.raises(ArgumentError) as e:
-        settings_to_config(net.train_settings)
-    err = e.value.with_source(net.ir.source)
+        loads(SPEC + "train {\n  epochs = 1\n  warmup = 2147483648\n}\n", "n.cnn")
+    err = e.value
     assert err.span is not None and (err.span.line, err.span.column) == (6, 12)
     assert str(err).startswith("n.cnn:6:12: error: `warmup` must be from 0 to 2147483647, got 2147483648")
     assert "kept in 32 bits" in err.notes[0]
