@@ -883,6 +883,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     done = [h for h in history if h.get("complete")] or history
     ep = [h["epoch"] for h in done]
@@ -899,6 +900,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, *, title: str = "") 
             if key == "acc":
                 ax.plot([best["epoch"]], [best["val_acc"]], "*", color="tab:green", ms=12)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
