@@ -82,20 +82,92 @@ def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
             if collapsed:
                 index += 1
             rf = _last_rf(n.body) if collapsed else None
-            out.append(Row(index if collapsed else None, d, "block", n.text, n.name, sp.line, sp.column, shown, p, f, m, rf, 0, n.block))
+            out.append(
+                Row(
+                    index if collapsed else None,
+                    d,
+                    "block",
+                    n.text,
+                    n.name,
+                    sp.line,
+                    sp.column,
+                    shown,
+                    p,
+                    f,
+                    m,
+                    rf,
+                    0,
+                    n.block,
+                )
+            )
             continue
         index += 1
         if isinstance(n, ir.Layer):
-            out.append(Row(index, d, "layer", n.text, n.name, sp.line, sp.column, shown, n.params, n.fixed, n.macs, n.rf, y.size if y else 0, n.op))
-        elif isinstance(n, ir.Merge):
-            text = ("residual add" if n.residual else n.kind) + " ← " + ", ".join(
-                str(ir.chain_output(b, None) or "input") for b in n.branches
+            out.append(
+                Row(
+                    index,
+                    d,
+                    "layer",
+                    n.text,
+                    n.name,
+                    sp.line,
+                    sp.column,
+                    shown,
+                    n.params,
+                    n.fixed,
+                    n.macs,
+                    n.rf,
+                    y.size if y else 0,
+                    n.op,
+                )
             )
-            out.append(Row(index, d, "merge", text, n.name, sp.line, sp.column, shown, 0, 0, 0, n.rf, y.size if y else 0, n.kind))
+        elif isinstance(n, ir.Merge):
+            text = (
+                ("residual add" if n.residual else n.kind)
+                + " ← "
+                + ", ".join(str(ir.chain_output(b, None) or "input") for b in n.branches)
+            )
+            out.append(
+                Row(
+                    index,
+                    d,
+                    "merge",
+                    text,
+                    n.name,
+                    sp.line,
+                    sp.column,
+                    shown,
+                    0,
+                    0,
+                    0,
+                    n.rf,
+                    y.size if y else 0,
+                    n.kind,
+                )
+            )
         elif isinstance(n, ir.MergeRef):
-            out.append(Row(index, d, "merge", f"{n.kind} {n.label}", n.name, sp.line, sp.column, shown, 0, 0, 0, n.rf, y.size if y else 0, n.kind))
+            out.append(
+                Row(
+                    index,
+                    d,
+                    "merge",
+                    f"{n.kind} {n.label}",
+                    n.name,
+                    sp.line,
+                    sp.column,
+                    shown,
+                    0,
+                    0,
+                    0,
+                    n.rf,
+                    y.size if y else 0,
+                    n.kind,
+                )
+            )
         elif isinstance(n, ir.Save):
-            out.append(Row(index, d, "save", f"save {n.label}", n.key, sp.line, sp.column, shown, 0, 0, 0, None, 0, "save"))
+            out.append(
+                Row(index, d, "save", f"save {n.label}", n.key, sp.line, sp.column, shown, 0, 0, 0, None, 0, "save")
+            )
     return out
 
 
@@ -152,8 +224,16 @@ def _human(n: int, unit: str = "") -> str:
 # The table's columns, and the order they are dropped in when the terminal is too narrow:
 # the receptive field, the source position, the row number, MACs, then the name; `layer`,
 # `output` and `params` always stay (`layer` is cut short with `…` as a last resort).
-COLUMNS = (("#", "right"), ("layer", "left"), ("name", "left"), ("at", "left"), ("output", "left"),
-           ("params", "right"), ("MACs", "right"), ("RF (jump)", "right"))
+COLUMNS = (
+    ("#", "right"),
+    ("layer", "left"),
+    ("name", "left"),
+    ("at", "left"),
+    ("output", "left"),
+    ("params", "right"),
+    ("MACs", "right"),
+    ("RF (jump)", "right"),
+)
 DROP_ORDER = ("RF (jump)", "at", "#", "MACs", "name")
 _GAP = 3  # blanks between two columns (rich's padding either side plus the divider)
 _MIN_LAYER = 12
@@ -227,7 +307,14 @@ def paint_diagnostic(text: str) -> str:
     return "\n".join(out)
 
 
-def render_table(net: ir.Network, depth: int | None = None, *, color: bool = False, width: int | None = None, with_totals: bool = True) -> str:
+def render_table(
+    net: ir.Network,
+    depth: int | None = None,
+    *,
+    color: bool = False,
+    width: int | None = None,
+    with_totals: bool = True,
+) -> str:
     """The layer table and totals as text (what `cnndsl compile` prints)."""
     from rich import box
     from rich.console import Console
@@ -242,14 +329,29 @@ def render_table(net: ir.Network, depth: int | None = None, *, color: bool = Fal
         macs = f"{r.macs:,}" if r.kind in ("layer", "block") else ""
         text = indent + r.text
         styles.append("bold" if (color and r.kind == "block") else None)
-        cells.append(("" if r.index is None else str(r.index), text, r.name, f"{r.line}:{r.column}", r.output,
-                      params, macs, fmt_rf(r.rf)))
+        cells.append(
+            (
+                "" if r.index is None else str(r.index),
+                text,
+                r.name,
+                f"{r.line}:{r.column}",
+                r.output,
+                params,
+                macs,
+                fmt_rf(r.rf),
+            )
+        )
     keep, layer_width = fit_columns(cells, width)
     fast = _simple_table(cells, styles, keep, layer_width, color)
     for i in keep if fast is None else ():
         col, justify = COLUMNS[i]
-        table.add_column(col, justify=justify, no_wrap=True,  # type: ignore[arg-type]
-                         max_width=layer_width if col == "layer" else None, overflow="ellipsis")
+        table.add_column(
+            col,
+            justify=justify,
+            no_wrap=True,  # type: ignore[arg-type]
+            max_width=layer_width if col == "layer" else None,
+            overflow="ellipsis",
+        )
     for row, style in zip(cells, styles, strict=True) if fast is None else ():
         table.add_row(*(row[i] for i in keep), style=style)
     t = totals(net)
@@ -269,8 +371,14 @@ def render_table(net: ir.Network, depth: int | None = None, *, color: bool = Fal
         head = "\n".join(textwrap.wrap(head, width, subsequent_indent="  ", break_on_hyphens=False))
         lines = [textwrap.fill(ln, width, subsequent_indent=" " * 9, break_on_hyphens=False) for ln in lines]
     buf = io.StringIO()
-    console = Console(file=buf, width=1 << 16, force_terminal=color, color_system="standard" if color else None,
-                      highlight=False, emoji=False)
+    console = Console(
+        file=buf,
+        width=1 << 16,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        highlight=False,
+        emoji=False,
+    )
     console.print(head, style="bold" if color else None)
     console.print()
     if fast is None:
@@ -312,8 +420,11 @@ def _simple_table(
                 v = v[: w - 1] + "…"
             v = v.rjust(w) if justify == "right" else v.ljust(w)
             left, right = (" " if k else ""), (" " if k < len(cols) - 1 else "")
-            parts.append(f"\x1b[1m{left}\x1b[0m" * bool(left) + f"\x1b[1m{v}\x1b[0m" + f"\x1b[1m{right}\x1b[0m" * bool(right)
-                         if bold else left + v + right)
+            parts.append(
+                f"\x1b[1m{left}\x1b[0m" * bool(left) + f"\x1b[1m{v}\x1b[0m" + f"\x1b[1m{right}\x1b[0m" * bool(right)
+                if bold
+                else left + v + right
+            )
         return " ".join(parts)
 
     out = [line([name for name, _, _ in cols], color), "─" * (sum(widths) + _GAP * (len(cols) - 1))]
@@ -384,7 +495,11 @@ def dumps(report: Any) -> str:
 def _rf_json(rf: ir.RF | None) -> dict[str, list[float]] | None:
     if rf is None:
         return None
-    return {"size": [float(v) for v in rf.size], "jump": [float(v) for v in rf.jump], "start": [float(v) for v in rf.start]}
+    return {
+        "size": [float(v) for v in rf.size],
+        "jump": [float(v) for v in rf.jump],
+        "start": [float(v) for v in rf.start],
+    }
 
 
 # --- `cnndsl compile --batch N`: shapes and memory at a batch size (torchinfo's summary) -------

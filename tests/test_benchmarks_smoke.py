@@ -108,6 +108,7 @@ def test_register_contender_hook() -> None:
         bench.EXTRA_CONTENDERS["lenet5"].pop("extra")
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_reference_lenet_equivalence() -> None:
     """Parameter counts agree across frameworks; both plain-JAX lowerings match Flax."""
     ref = _load("reference")
@@ -117,6 +118,7 @@ def test_reference_lenet_equivalence() -> None:
     assert ref.RESNET18.params == 11_173_962
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_bench_static_tiny_produces_json(tmp_path: Path) -> None:
     """bench_static.py --tiny (LeNet-5): every row timed, or recorded as failed; checks pass."""
     out, md = tmp_path / "static.json", tmp_path / "static.md"

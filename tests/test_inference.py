@@ -76,6 +76,7 @@ def test_normalize_before_a_padded_conv_is_kept():
     assert ops(folded_ir) == ["normalize", "conv"]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_resnet_blocks_fold_inside_groups_and_branches():
     spec = """
 block basic(c, s=1) {

@@ -78,7 +78,10 @@ def test_eval_prints_accuracy_and_confusion(run_dir: Path, capsys: pytest.Captur
     doc = json.loads(capsys.readouterr().out)
     assert doc["split"] == "val" and doc["accuracy"] > 0.9
     assert np.asarray(doc["confusion"]).sum() == doc["examples"]
-    assert main(["eval", DIGITS, "--weights", str(run_dir), "--split", "val", "--json", "--fold", "--dtype", "bfloat16"]) == 0
+    assert (
+        main(["eval", DIGITS, "--weights", str(run_dir), "--split", "val", "--json", "--fold", "--dtype", "bfloat16"])
+        == 0
+    )
     half = json.loads(capsys.readouterr().out)
     assert half["examples"] == doc["examples"] and abs(half["accuracy"] - doc["accuracy"]) <= 0.03
 

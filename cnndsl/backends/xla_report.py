@@ -57,10 +57,18 @@ def analyse(net: ir.Network, batch: int = 1) -> dict[str, Any]:
     params = variables.get("params", {})
     out: dict[str, Any] = {"batch": batch}
     t = totals(net)
-    out["ours"] = {"flops": 2 * t.macs * batch, "activation_bytes": 4 * t.activations * batch, "weight_bytes": 4 * t.params}
+    out["ours"] = {
+        "flops": 2 * t.macs * batch,
+        "activation_bytes": 4 * t.activations * batch,
+        "weight_bytes": 4 * t.params,
+    }
     c = _compiled(infer({"*": "xla"}), variables, x)
     m = c.memory_analysis()
-    out["inference"] = {"flops": _flops(c), "temp_bytes": m.temp_size_in_bytes, "argument_bytes": m.argument_size_in_bytes}
+    out["inference"] = {
+        "flops": _flops(c),
+        "temp_bytes": m.temp_size_in_bytes,
+        "argument_bytes": m.argument_size_in_bytes,
+    }
     out["inference_default"] = {"flops": _flops(_compiled(infer(None), variables, x))}
     for remat in (False, True):
         c = _compiled(grad(remat), params, rest, x)

@@ -397,7 +397,7 @@ def check_data_form(spec: str, node: Any, w: _Where) -> str:
             f"`{spec}`: `{suffix}` files are not read as data",
             node,
             notes=forms,
-            hints=["save the arrays with `np.savez(\"data.npz\", x=images, y=labels)` and give the `.npz`"],
+            hints=['save the arrays with `np.savez("data.npz", x=images, y=labels)` and give the `.npz`'],
         )
     return spec
 
@@ -668,7 +668,9 @@ def check_train_section(settings: Iterable[ast.Setting], layers: Iterable[tuple[
         if not any(_freeze_matches(pattern, name) for name in trainable):
             empty = [name for name, _ in layers if _freeze_matches(pattern, name)]
             note = (
-                f"`{empty[0]}`" + (f" and {len(empty) - 1} more have" if len(empty) > 1 else " has") + " no trainable parameters"
+                f"`{empty[0]}`"
+                + (f" and {len(empty) - 1} more have" if len(empty) > 1 else " has")
+                + " no trainable parameters"
                 if empty
                 else "layers with parameters: "
                 + ", ".join(trainable[:12])
@@ -693,8 +695,10 @@ def _freeze_matches(pattern: str, layer: str) -> bool:
 
     parts = layer.split(".")
     prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    return any(fnmatch.fnmatchcase(p, pattern) for p in prefixes) or fnmatch.fnmatchcase(layer + ".x", pattern) or (
-        pattern.startswith(layer + ".") and "." not in pattern[len(layer) + 1 :]
+    return (
+        any(fnmatch.fnmatchcase(p, pattern) for p in prefixes)
+        or fnmatch.fnmatchcase(layer + ".x", pattern)
+        or (pattern.startswith(layer + ".") and "." not in pattern[len(layer) + 1 :])
     )
 
 
