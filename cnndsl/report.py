@@ -121,49 +121,14 @@ def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
                     n.op,
                 )
             )
-        elif isinstance(n, ir.Merge):
-            text = (
-                ("residual add" if n.residual else n.kind)
-                + " ← "
-                + ", ".join(str(ir.chain_output(b, None) or "input") for b in n.branches)
-            )
-            out.append(
-                Row(
-                    index,
-                    d,
-                    "merge",
-                    text,
-                    n.name,
-                    sp.line,
-                    sp.column,
-                    shown,
-                    0,
-                    0,
-                    0,
-                    n.rf,
-                    y.size if y else 0,
-                    n.kind,
-                )
-            )
-        elif isinstance(n, ir.MergeRef):
-            out.append(
-                Row(
-                    index,
-                    d,
-                    "merge",
-                    f"{n.kind} {n.label}",
-                    n.name,
-                    sp.line,
-                    sp.column,
-                    shown,
-                    0,
-                    0,
-                    0,
-                    n.rf,
-                    y.size if y else 0,
-                    n.kind,
-                )
-            )
+        elif isinstance(n, (ir.Merge, ir.MergeRef)):
+            if isinstance(n, ir.Merge):
+                inputs = ", ".join(str(ir.chain_output(b, None) or "input") for b in n.branches)
+                text = ("residual add" if n.residual else n.kind) + " ← " + inputs
+            else:
+                text = f"{n.kind} {n.label}"
+            size = y.size if y else 0
+            out.append(Row(index, d, "merge", text, n.name, sp.line, sp.column, shown, 0, 0, 0, n.rf, size, n.kind))
         elif isinstance(n, ir.Save):
             out.append(
                 Row(index, d, "save", f"save {n.label}", n.key, sp.line, sp.column, shown, 0, 0, 0, None, 0, "save")

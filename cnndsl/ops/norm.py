@@ -155,27 +155,6 @@ def _bn_train_dot(x: Any, scale: Any, bias: Any, eps: float) -> tuple[Any, Any, 
     return bn(x, scale, bias)
 
 
-@register
-class LayerNorm(Op):
-    name = "layernorm"
-    doc = "layer normalisation over the depth axis (Flax `LayerNorm`, epsilon 1e-6)"
-    params = (P("eps", FLOAT, 1e-6),)
-
-    def count(self, a, x, y):
-        return 2 * x.depth, 0
-
-    def init(self, a, x, y, key):
-        one, zero = _ones_zeros(x.depth)
-        return {"scale": ("params", one), "bias": ("params", zero)}
-
-    def apply(self, a, p, x, ctx):
-        import jax
-
-        mean = x.mean(axis=-1, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + a.eps) * per_channel(p["scale"], x) + per_channel(p["bias"], x)
-
-
 def _normalise(x: Any, axes: tuple[int, ...], eps: float) -> Any:
     """`(x - mean) / sqrt(var + eps)` over `axes`, biased variance (as PyTorch)."""
     import jax
@@ -185,8 +164,38 @@ def _normalise(x: Any, axes: tuple[int, ...], eps: float) -> Any:
     return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
+class _ScaledNorm(Op):
+    """A normalisation followed by a learned per-channel `scale` and `bias` (initially 1 and 0),
+    where `learned(a)` says it has them."""
+
+    def learned(self, a: Args) -> bool:
+        return True
+
+    def count(self, a, x, y):
+        return (2 * x.depth if self.learned(a) else 0), 0
+
+    def init(self, a, x, y, key):
+        if not self.learned(a):
+            return {}
+        one, zero = _ones_zeros(x.depth)
+        return {"scale": ("params", one), "bias": ("params", zero)}
+
+    def scale_shift(self, a: Args, p: dict[str, Any], y: Any) -> Any:
+        return y * per_channel(p["scale"], y) + per_channel(p["bias"], y) if self.learned(a) else y
+
+
 @register
-class GroupNorm(Op):
+class LayerNorm(_ScaledNorm):
+    name = "layernorm"
+    doc = "layer normalisation over the depth axis (Flax `LayerNorm`, epsilon 1e-6)"
+    params = (P("eps", FLOAT, 1e-6),)
+
+    def apply(self, a, p, x, ctx):
+        return self.scale_shift(a, p, _normalise(x, (-1,), a.eps))
+
+
+@register
+class GroupNorm(_ScaledNorm):
     name = "groupnorm"
     doc = "group normalisation (PyTorch `GroupNorm(G, D)`): per example over D/G channels and the spatial axes"
     example = "groupnorm 2"
@@ -203,23 +212,15 @@ class GroupNorm(Op):
             )
         return x
 
-    def count(self, a, x, y):
-        return 2 * x.depth, 0
-
-    def init(self, a, x, y, key):
-        one, zero = _ones_zeros(x.depth)
-        return {"scale": ("params", one), "bias": ("params", zero)}
-
     def apply(self, a, p, x, ctx):
         g, d = a.groups, x.shape[-1]
         grouped = x.reshape(*x.shape[:-1], g, d // g)
         axes = (*range(1, x.ndim - 1), x.ndim)  # spatial axes and the channels within a group
-        y = _normalise(grouped, axes, a.eps).reshape(x.shape)
-        return y * per_channel(p["scale"], y) + per_channel(p["bias"], y)
+        return self.scale_shift(a, p, _normalise(grouped, axes, a.eps).reshape(x.shape))
 
 
 @register
-class InstanceNorm(Op):
+class InstanceNorm(_ScaledNorm):
     name = "instancenorm"
     doc = "instance normalisation (PyTorch `InstanceNorm2d`): per example and channel over the spatial axes"
     example = "instancenorm affine"
@@ -229,18 +230,11 @@ class InstanceNorm(Op):
         needs_spatial(x, ctx, "instancenorm")
         return x
 
-    def count(self, a, x, y):
-        return (2 * x.depth if a.affine else 0), 0
-
-    def init(self, a, x, y, key):
-        if not a.affine:
-            return {}
-        one, zero = _ones_zeros(x.depth)
-        return {"scale": ("params", one), "bias": ("params", zero)}
+    def learned(self, a: Args) -> bool:
+        return a.affine
 
     def apply(self, a, p, x, ctx):
-        y = _normalise(x, tuple(range(1, x.ndim - 1)), a.eps)
-        return y * per_channel(p["scale"], y) + per_channel(p["bias"], y) if a.affine else y
+        return self.scale_shift(a, p, _normalise(x, tuple(range(1, x.ndim - 1)), a.eps))
 
 
 @register
