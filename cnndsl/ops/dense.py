@@ -88,8 +88,11 @@ class Dropout(Op):
         import jax
         import jax.numpy as jnp
 
-        key = ctx.key
-        if key is None:
-            raise ArgumentError("dropout in training mode needs a random key: pass key=... (or rngs)")
-        keep = jax.random.bernoulli(key, 1.0 - a.rate, x.shape)
+        if ctx.key is None:
+            raise ArgumentError(f"{self.name} in training mode needs a random key: pass key=... (or rngs)")
+        keep = jax.random.bernoulli(ctx.key, 1.0 - a.rate, self.mask_shape(x.shape))
         return jnp.where(keep, x / (1.0 - a.rate), 0.0)
+
+    def mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One keep-or-drop per element."""
+        return shape

@@ -9,27 +9,17 @@ growing with depth is an expression of a `repeat ... as i` index or a block para
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..errors import ArgumentError
-from .base import PROB, REQUIRED, ApplyCtx, Args, Op, P, register
+from .base import PROB, REQUIRED, P, register
+from .dense import Dropout
 
 
 @register
-class DropPath(Op):
+class DropPath(Dropout):
     name = "droppath"
     doc = "stochastic depth: zero each example with probability P in training (scaled by 1/(1-P)); identity in eval"
     example = "droppath 0.2"
     params = (P("rate", PROB, REQUIRED, positional=True, doc="a drop probability in [0, 1), like `droppath 0.2`"),)
-    random = True
 
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        if not (ctx.train and ctx.dropout) or a.rate == 0.0:
-            return x
-        import jax
-        import jax.numpy as jnp
-
-        if ctx.key is None:
-            raise ArgumentError("droppath in training mode needs a random key: pass key=... (or rngs)")
-        keep = jax.random.bernoulli(ctx.key, 1.0 - a.rate, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.where(keep, x / (1.0 - a.rate), 0.0)
+    def mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One keep-or-drop per example: the whole tensor of an example goes or stays."""
+        return (shape[0],) + (1,) * (len(shape) - 1)

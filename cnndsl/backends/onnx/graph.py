@@ -31,20 +31,10 @@ class Graph:
 
     def unique(self, name: str) -> str:
         """`name`, or `name_1`, `name_2`, ... if a tensor of that name exists already."""
-        out, i = name, 0
-        while out in self._taken:
-            i += 1
-            out = f"{name}_{i}"
-        self._taken.add(out)
-        return out
+        return _fresh(name, self._taken)
 
     def _node_name(self, name: str) -> str:
-        out, i = name, 0
-        while out in self._node_names:
-            i += 1
-            out = f"{name}_{i}"
-        self._node_names.add(out)
-        return out
+        return _fresh(name, self._node_names)
 
     def const(self, name: str, value: Any, dtype: Any = np.float32) -> str:
         """An initializer holding `value` (float32 unless `dtype`); returns its tensor name."""
@@ -72,3 +62,13 @@ class Graph:
     def record(self, tensor: str, shape: Shape) -> None:
         """Value info for a layer's output: its shape from the IR (channels first)."""
         self.value_info.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, self.dims(shape)))
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    """`name`, or `name_1`, `name_2`, ... the first not in `taken`; recorded there."""
+    out, i = name, 0
+    while out in taken:
+        i += 1
+        out = f"{name}_{i}"
+    taken.add(out)
+    return out
