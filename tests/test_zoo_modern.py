@@ -8,7 +8,6 @@ so the comparison sums those layers' MACs (`CONV_DENSE`), whatever other ops may
 
 from __future__ import annotations
 
-import functools
 import re
 
 import jax
@@ -22,6 +21,7 @@ from cnndsl.backends.jax import forward
 from cnndsl.shape import Shape
 
 from .conftest import EXAMPLES
+from .test_zoo import load, outputs
 
 # torchvision's trainable parameters and conv + dense MACs at its input size (3@224x224;
 # Inception-v3 at 3@299x299, without its auxiliary head).
@@ -38,17 +38,6 @@ TORCHVISION = {
     "inception_v3": (23_834_568, 5_713_216_096),
 }
 CONV_DENSE = {"conv", "dwconv", "deconv", "dense"}
-
-
-@functools.cache
-def load(name: str) -> cnndsl.Net:
-    return cnndsl.load(EXAMPLES / f"{name}.cnn")
-
-
-def outputs(net: cnndsl.Net) -> dict[str, str]:
-    return {
-        n.name: str(n.y) for _, n in ir.walk(net.ir.body) if isinstance(n, (ir.Layer, ir.Merge, ir.MergeRef, ir.Group))
-    }
 
 
 def conv_dense_macs(net: cnndsl.Net) -> int:

@@ -69,6 +69,15 @@ def start(spec: Path, out: Path, *extra: str, n: int = 2) -> list[subprocess.Pop
     ]
 
 
+def wait_for_checkpoint(procs: list[subprocess.Popen], out: Path) -> None:
+    """Until the run in `out` has saved a checkpoint, with every process still running."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not (out / "checkpoints" / "latest").is_file():
+        assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
 def finish(procs: list[subprocess.Popen[str]], timeout: float = RUN_TIMEOUT_S) -> list[str]:
     """Wait for every process (bounded); their output. A failure names each one's output."""
     deadline = time.monotonic() + timeout
@@ -143,11 +152,7 @@ def test_killed_two_process_run_resumes(two_process_run: tuple[Path, Path, list[
     out = tmp_path / "killed"
     procs = start(spec, out)
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not (out / "checkpoints" / "latest").is_file():
-            assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
+        wait_for_checkpoint(procs, out)
         for p in procs:
             os.kill(p.pid, signal.SIGKILL)
     finally:
@@ -177,11 +182,7 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(
     out = tmp_path / "signalled"
     procs = start(spec, out)
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not (out / "checkpoints" / "latest").is_file():
-            assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
+        wait_for_checkpoint(procs, out)
         procs[1].send_signal(signal.SIGTERM)
         outs = [p.communicate(timeout=RUN_TIMEOUT_S)[0] for p in procs]
     finally:
