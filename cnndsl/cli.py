@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, config
 from .errors import CnnError
 
 EXIT_USER, EXIT_INTERNAL = 2, 70
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback
-        if os.environ.get("CNNDSL_DEBUG"):
+        if config.debug():
             raise
         print(
             f"cnndsl: internal error: {type(e).__name__}: {e} (set CNNDSL_DEBUG=1 for the traceback; please report it)",

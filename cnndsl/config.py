@@ -2,6 +2,8 @@
 
 - `CNNDSL_DEBUG=1`: the CLI shows tracebacks of internal errors.
 - `CNNDSL_NO_XLA_GUARD=1`: leave `XLA_FLAGS` alone (see backends/_xla_guard.py).
+- `CNNDSL_MEMORY_LIMIT`: the memory the refusal of too-large networks assumes (`64G`, `512M`,
+  bytes, or `off`; see passes/memory.py).
 - `CNNDSL_CACHE_DIR`: the private cache folder (default `$XDG_CACHE_HOME/cnndsl`, else
   `~/.cache/cnndsl`): the autotuner's choices and the compiled oneDNN kernel live there.
 """
@@ -21,6 +23,14 @@ def debug() -> bool:
 
 def no_xla_guard() -> bool:
     return bool(os.environ.get("CNNDSL_NO_XLA_GUARD"))
+
+
+MEMORY_LIMIT = "CNNDSL_MEMORY_LIMIT"
+
+
+def memory_limit() -> str:
+    """The text of `CNNDSL_MEMORY_LIMIT` ("" when unset); passes/memory.py reads it."""
+    return os.environ.get(MEMORY_LIMIT, "").strip()
 
 
 class CacheError(CnnError):

@@ -21,6 +21,8 @@ import sys
 import warnings
 from importlib.util import find_spec
 
+from .. import config
+
 FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
 
@@ -49,7 +51,7 @@ def install(*, warn: bool = False) -> bool:
     version = jaxlib_version()
     if version is None:
         return False
-    if os.environ.get("CNNDSL_NO_XLA_GUARD") or not affected(version):
+    if config.no_xla_guard() or not affected(version):
         return False
     flags = os.environ.get("XLA_FLAGS", "")
     if "ynn_fusion_type" in flags:  # the user's choice stands

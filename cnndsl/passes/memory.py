@@ -17,7 +17,7 @@ in a `MemoryError` halfway through initialisation. The estimate counts, in float
 It is an estimate of the order of magnitude (XLA fuses and reuses buffers), meant to refuse
 what cannot fit, not to predict the peak. `cnndsl compile --batch N` prints its parts
 (`report.render_batch`); for a training step it came within 1.35x of XLA's memory_analysis
-(tests/test_compile_batch.py), while the forward figure, every output kept, is an upper bound. `CNNDSL_MEMORY_LIMIT` (read here and only here)
+(tests/test_compile_batch.py), while the forward figure, every output kept, is an upper bound. `CNNDSL_MEMORY_LIMIT` (read through `cnndsl.config`)
 overrides the available figure (`64G`, `512M`, a number of bytes) or turns the check off
 (`off`). No JAX here: the device's own memory, where JAX reports it, is passed in.
 """
@@ -28,10 +28,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from .. import ir
+from .. import config, ir
 from ..errors import CnnError
 
-ENV = "CNNDSL_MEMORY_LIMIT"
+ENV = config.MEMORY_LIMIT
 FLOAT_BYTES = 4
 SCRATCH_BYTES = 16  # float64 draw + float64 scaled copy, per element of the largest variable
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -120,7 +120,7 @@ def memory_limit() -> tuple[int | None, str]:
     `CNNDSL_MEMORY_LIMIT` first, then MemAvailable from /proc/meminfo (free memory plus what
     the kernel can reclaim), then the free physical pages `os.sysconf` reports.
     """
-    text = os.environ.get(ENV, "").strip()
+    text = config.memory_limit()
     if text:
         if text.lower() in ("off", "none", "0"):
             return None, f"{ENV}={text}"
