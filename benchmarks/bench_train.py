@@ -231,7 +231,7 @@ def _cnndsl_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
 
 def _onednn_contenders(model_name: str) -> dict[str, Callable[[], Contender]]:
     """`cnndsl_onednn` (every 2-D convolution by oneDNN) where the optional kernel is available."""
-    from cnndsl.backends import onednn
+    from cnndsl.backends.jax import onednn
 
     if not onednn.available()[0]:
         return {}

@@ -11,7 +11,7 @@ Importing cnndsl does not import JAX; only building or running a network does.
 
 from __future__ import annotations
 
-from .backends._xla_guard import install as _install_xla_guard
+from .backends.jax._xla_guard import install as _install_xla_guard
 from .errors import (
     ArgumentError,
     CnnError,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from . import ir
 from .errors import CnnError, Source, Span, SpecFileError, did_you_mean
-from .parse import parse
 from .passes import PASSES, expand
 from .passes.lint import lint
+from .syntax.parse import parse
 
 
 def compile_text(text: str, path: str = "<string>") -> ir.Network:

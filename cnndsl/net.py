@@ -79,7 +79,7 @@ class Net:
 
     def format(self) -> str:
         """The source as canonical `.cnn` text (parses back to the same network)."""
-        from .fmt import format_module
+        from .syntax.fmt import format_module
 
         return format_module(self.ir.ast)  # type: ignore[arg-type]
 
@@ -92,7 +92,7 @@ class Net:
     def build(self, rngs: Any = None) -> Any:
         """A `flax.nnx.Module` with every layer constructed eagerly (`rngs`: `nnx.Rngs`)."""
         self.check_memory()  # before importing the backend: refuse fast
-        from .backends.jax import build
+        from .backends.jax.model import build
 
         return build(self.ir, rngs)
 
@@ -109,7 +109,7 @@ class Net:
         and dense layers in bfloat16 with float32 accumulation.
         """
         self.check_memory()  # before importing the backend: refuse fast
-        from .backends.jax import functional
+        from .backends.jax.model import functional
 
         return functional(self.ir, key, lowering=lowering, remat=remat, dtype=dtype)
 
@@ -137,15 +137,15 @@ class Net:
 
     def autotune(self, batch: int, *, train: bool = True) -> dict[str, str]:
         """`{name: lowering}` for this device at `batch`, measured on the whole network (cached);
-        see `cnndsl.backends.autotune`."""
-        from .backends.autotune import autotune
+        see `cnndsl.backends.jax.autotune`."""
+        from .backends.jax.autotune import autotune
 
         return autotune(self.ir, batch, train=train)
 
     def for_inference(self, variables: dict) -> tuple[Net, dict]:
         """An equivalent network for eval mode (BN and preprocessing folded into the
         neighbouring conv/dense, dropout removed) and its variables."""
-        from .backends.inference import fold_for_inference
+        from .backends.jax.inference import fold_for_inference
 
         folded, v = fold_for_inference(self.ir, variables)
         return Net(folded), v
@@ -171,7 +171,7 @@ class Net:
 
     def init(self, key: Any) -> dict:
         self.check_memory()  # before importing the backend: refuse fast
-        from .backends.jax import init_variables
+        from .backends.jax.model import init_variables
 
         return init_variables(self.ir, key)
 

@@ -65,7 +65,7 @@ def feature_maps(net: ir.Network, variables: dict, x: np.ndarray) -> list[tuple[
     """Each spatial layer's output `(H, W, D)` for one image `x: (1, H, W, D)` (eval mode)."""
     import jax.numpy as jnp
 
-    from .backends.jax import forward
+    from .backends.jax.model import forward
 
     wanted = {id(n) for n in spatial_layers(net)}
     seen: list[tuple[ir.Layer, np.ndarray]] = []

@@ -16,7 +16,7 @@ from flax import nnx
 
 import cnndsl
 from cnndsl import ir
-from cnndsl.backends.jax import forward, init_variables
+from cnndsl.backends.jax.model import forward, init_variables
 
 
 def _size(tree) -> int:

@@ -26,7 +26,16 @@ RESULT_KEYS = {
     "images_per_s", "inner", "samples_s", "finite", "baseline", "ratio_vs_baseline",
     "flops", "gflops", "fraction_of_peak", "xla_flops", "extra",
 }  # fmt: skip
-CNNDSL = {"cnndsl", "cnndsl_xla", "cnndsl_folded"}
+
+
+def _has_onednn() -> bool:
+    from cnndsl.backends.jax import onednn
+
+    return onednn.available()[0]
+
+
+# `cnndsl_onednn` runs only where the optional kernel is installed (CI's second pass has it).
+CNNDSL = {"cnndsl", "cnndsl_xla", "cnndsl_folded"} | ({"cnndsl_onednn"} if _has_onednn() else set())
 JAX_CONTENDERS = {
     "lenet5": {"flax_nnx", "jax_lax", "jax_im2col", "cnndsl_tuned"} | CNNDSL,
     "resnet18": {"flax_nnx", "jax_lax"} | CNNDSL,

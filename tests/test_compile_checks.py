@@ -134,7 +134,7 @@ def test_forward_checks_before_tracing_and_good_overrides_run() -> None:
     import numpy as np
 
     import cnndsl
-    from cnndsl.backends.jax import forward
+    from cnndsl.backends.jax.model import forward
 
     net = cnndsl.loads(LOWERED)
     v, apply = net.functional(jax.random.key(0), lowering={"*": "winograd", "conv1": "patches", "bn1": "dot"})

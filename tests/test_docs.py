@@ -195,8 +195,8 @@ def test_a_session_in_the_docs_is_what_cnndsl_prints(doc: str, tmp_path: Path, m
     import sklearn
     from PIL import Image
 
-    from cnndsl.data import load_dataset
     from cnndsl.shape import Shape
+    from cnndsl.training.data import load_dataset
 
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setenv("CHINA", str(Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"))

@@ -103,7 +103,7 @@ def test_cli_missing_image(tmp_path: Path, capsys) -> None:
 
 def test_cli_with_weights_draws_the_trained_values(tmp_path: Path, capsys, monkeypatch) -> None:
     from cnndsl import viz
-    from cnndsl.checkpoint import save_checkpoint
+    from cnndsl.training.checkpoint import save_checkpoint
 
     spec = tmp_path / "tiny.cnn"
     spec.write_text(SPEC + "\n", encoding="utf-8")

@@ -20,7 +20,7 @@ from flax import nnx
 
 import cnndsl
 from cnndsl import ir
-from cnndsl.backends.jax import forward
+from cnndsl.backends.jax.model import forward
 from cnndsl.shape import Shape
 
 from .conftest import EXAMPLES

@@ -17,7 +17,7 @@ import pytest
 
 import cnndsl
 from cnndsl import ir
-from cnndsl.backends.jax import forward
+from cnndsl.backends.jax.model import forward
 from cnndsl.shape import Shape
 
 from .conftest import EXAMPLES

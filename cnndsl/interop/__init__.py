@@ -57,7 +57,7 @@ def save_imported(
     folder. A folder that holds a run is refused unless `overwrite`."""
     import shutil
 
-    from ..checkpoint import save_checkpoint
+    from ..training.checkpoint import save_checkpoint
 
     root = Path(run)
     ck = root / "checkpoints"

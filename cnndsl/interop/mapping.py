@@ -149,7 +149,7 @@ def import_state_dict(
     sd = _state_dict(source, module_eps)
     import jax
 
-    from ..backends.jax import init_variables
+    from ..backends.jax.model import init_variables
 
     k = jax.random.key(0) if key is None else key
     shapes = jax.eval_shape(lambda kk: init_variables(net.ir, kk), k)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from .. import ast
 from ..errors import ArgumentError, CnnNameError, ShapeError, Span, did_you_mean
 from ..shape import Shape, fmt_size
+from ..syntax import ast
 
 
 # --- bound arguments -----------------------------------------------------------------------

@@ -417,14 +417,14 @@ def conv_winograd(x: Any, kernel: Any, padding, out_size) -> Any:
 
 
 def _onednn_available() -> bool:
-    from ..backends import onednn
+    from ..backends.jax import onednn
 
     return onednn.available()[0]
 
 
 def _onednn_supports(x: Any) -> bool:
     """The oneDNN lowering takes 2-D float32 layers where oneDNN is installed; else XLA."""
-    from ..backends import onednn
+    from ..backends.jax import onednn
 
     return onednn.supports(x.ndim, x.dtype)
 
@@ -513,7 +513,7 @@ class _ConvBase(Op):
         (2-core Xeon, quiet; PyTorch channels_last 1.13 s; benchmarks/RESULTS.md, session D).
         `autotune` measures every
         lowering per layer on the device."""
-        from ..backends._xla_guard import cpu_lowerings
+        from ..backends.jax._xla_guard import cpu_lowerings
 
         if not cpu_lowerings():
             return "xla"
@@ -535,7 +535,7 @@ class _ConvBase(Op):
     def candidate_lowerings(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
         """Winograd only where it applies; oneDNN for 2-D layers where it is installed
         (`backends/onednn.py`, any groups); the others need groups = 1."""
-        from ..backends import onednn
+        from ..backends.jax import onednn
 
         extra = ("onednn",) if x.rank == 2 and onednn.available()[0] else ()
         if self._depthwise(a, x):
@@ -569,7 +569,7 @@ class _ConvBase(Op):
         if impl == "depthwise" and self._depthwise(a, ctx.x) and ctx.accumulate is None:
             y = conv_depthwise(x, p["kernel"], s, padding, d, ctx.y.spatial)
         elif impl == "onednn" and ctx.accumulate is None and _onednn_supports(x):
-            from ..backends.onednn import conv_onednn
+            from ..backends.jax.onednn import conv_onednn
 
             y = conv_onednn(x, p["kernel"], s, padding, d, self._groups(a, ctx.x), ctx.y.spatial)
         elif impl == "winograd" and self.winograd_ok(a, ctx.x) and ctx.accumulate is None:

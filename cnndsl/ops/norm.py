@@ -69,7 +69,7 @@ class BatchNorm(Op):
         XLA:CPU's reductions over (N, H, W) (30 vs 0.4 ms for a 64x32x32x64 batch); elsewhere
         (and with YNNPACK fusions on, where it measured no faster) XLA's reductions.
         Inference has no sums, so both are the same program there."""
-        from ..backends._xla_guard import cpu_lowerings
+        from ..backends.jax._xla_guard import cpu_lowerings
 
         return "dot" if cpu_lowerings() else "xla"
 

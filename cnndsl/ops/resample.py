@@ -45,9 +45,9 @@ import math
 from fractions import Fraction
 from typing import Any
 
-from .. import ast
 from ..errors import ArgumentError, Span
 from ..shape import Shape, fmt_size
+from ..syntax import ast
 from .base import (
     BOOL,
     REQUIRED,

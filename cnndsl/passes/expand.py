@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .. import ast, ir
+from .. import ir
 from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, ShapeError, did_you_mean
 from ..ops.base import (
     FOREIGN_NAMES,
@@ -36,6 +36,7 @@ from ..ops.base import (
     lookup,
 )
 from ..shape import Shape
+from ..syntax import ast
 
 
 @dataclass

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .. import ast
 from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, CnnWarning, Span, did_you_mean
+from ..syntax import ast
 
 # Optimizers and their keyword arguments with defaults (`lr` first: a positional argument).
 OPTIMIZERS: dict[str, dict[str, float | bool]] = {
@@ -585,7 +585,7 @@ SETTINGS: dict[str, SettingDef] = {
 
 def _parse_value(text: str, key: str) -> Any:
     """Read CLI text as a `train` value (the grammar's), e.g. `sgd(lr=0.1)` or `5,6,7`."""
-    from ..parse import parse
+    from ..syntax.parse import parse
 
     first: CnnSyntaxError | None = None
     for candidate in (text, f"({text})") if "," in text and not text.lstrip().startswith("(") else (text,):
@@ -604,7 +604,7 @@ def _parse_value(text: str, key: str) -> Any:
 
 def _parse_list(text: str, w: _Where) -> tuple[Any, ...]:
     """`"crop(pad=2), flip"` -> the calls, split at top-level commas."""
-    from ..parse import parse
+    from ..syntax.parse import parse
 
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text + ","):

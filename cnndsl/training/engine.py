@@ -24,7 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .. import ir
-from ..backends.jax import LOGIT_SKIPPED, final_activation, forward
+from ..backends.jax.model import LOGIT_SKIPPED, final_activation, forward
 from ..errors import ArgumentError
 from ..ops import REGISTRY
 from .config import TrainConfig

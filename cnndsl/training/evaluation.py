@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Normalization, check_labels, load_dataset, load_images, select_classes
 from ..errors import ArgumentError, CnnError, DataError
 from ..net import Net
 from .config import TrainConfig
+from .data import Normalization, check_labels, load_dataset, load_images, select_classes
 from .weights import load_weights
 
 PREDICT_BATCH = 256  # images per forward pass in `predict`
@@ -66,7 +66,7 @@ class WeightsUsed:
 
     @staticmethod
     def of(weights: str | Path, which: str | None, meta: dict[str, Any]) -> WeightsUsed:
-        from ..checkpoint import checkpoint_info
+        from .checkpoint import checkpoint_info
         from .weights import checkpoint_root
 
         root = checkpoint_root(weights)
@@ -133,7 +133,7 @@ def _probability_fn(net: Net, loss: str, dtype: str = "float32") -> Any:
     """`fn(variables, x) -> probabilities`, jitted once for every batch of a call."""
     import jax
 
-    from ..backends.jax import final_activation, forward
+    from ..backends.jax.model import final_activation, forward
     from . import engine
 
     kwargs = engine.Compute(dtype=dtype).kwargs(train=False)
@@ -196,8 +196,8 @@ def expand_images(args: Sequence[str | Path]) -> tuple[list[str], list[ImageErro
 def net_from_checkpoint(weights: str | Path, which: str | None = None) -> Net:
     """The network a run was trained with, compiled from the spec text its checkpoint keeps
     (so `cnndsl predict --weights RUN IMAGE` needs no .cnn file)."""
-    from ..checkpoint import checkpoint_info
     from ..net import loads
+    from .checkpoint import checkpoint_info
     from .weights import checkpoint_root
 
     root = checkpoint_root(weights)

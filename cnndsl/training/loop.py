@@ -5,7 +5,7 @@
 
 A run writes to OUT (default `runs/<network name>`):
 
-    OUT/checkpoints/      latest + best (by validation accuracy), every epoch (cnndsl.checkpoint)
+    OUT/checkpoints/      latest + best (by validation accuracy), every epoch (cnndsl.training.checkpoint)
     OUT/history.jsonl     one JSON line per epoch: train/val loss, accuracy, top-5, lr, time, img/s
     OUT/history.png       the loss and accuracy curves
     OUT/summary.json      the final figures (test accuracy, wall time, images/s, ...)
@@ -43,16 +43,16 @@ import jax.numpy as jnp
 import numpy as np
 from rich.markup import escape
 
-from ..checkpoint import checkpoint_info, restore_checkpoint, save_checkpoint, strict_json, write_atomic
-from ..data import Dataset, augment, batches, check_labels, load_dataset, select_classes
 from ..errors import ArgumentError, CnnError, DataError
 from ..net import Net, load
-from ..transfer import TransferReport, freeze_mask, transfer
 from . import engine
+from .checkpoint import checkpoint_info, restore_checkpoint, save_checkpoint, strict_json, write_atomic
 from .config import TrainConfig, apply_overrides, settings_to_config
+from .data import Dataset, augment, batches, check_labels, load_dataset, select_classes
 from .distributed import AgreedStop, World
 from .rundir import CHECKPOINTS, HISTORY, PLOT, SUMMARY, RunFolder
 from .stop import StopRequest
+from .transfer import TransferReport, freeze_mask, transfer
 from .weights import check_finite, check_run_meta, open_checkpoint, spec_changes
 
 EVAL_BATCH = 512

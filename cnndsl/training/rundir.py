@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import FORMAT, META_FILE, strict_json, write_atomic
 from ..errors import ArgumentError, DataError
+from .checkpoint import FORMAT, META_FILE, strict_json, write_atomic
 
 MANIFEST, LOCK = ".cnndsl-run.json", ".cnndsl.lock"
 CHECKPOINTS, HISTORY, PLOT, SUMMARY = "checkpoints", "history.jsonl", "history.png", "summary.json"
 RUN_FORMAT = "cnndsl-run"
-# What a checkpoint folder of cnndsl's holds (cnndsl.checkpoint): step folders, pointers, temporaries.
+# What a checkpoint folder of cnndsl's holds (cnndsl.training.checkpoint): step folders, pointers, temporaries.
 _CHECKPOINT_ENTRY = re.compile(r"step-\d+(-\d+)?|latest|best|\.tmp-.*|\.(latest|best)\..*")
 _PROBE_BYTES = 4096
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import META_FILE, Checkpoint, restore_checkpoint
 from ..errors import ArgumentError, CnnError, DataError
 from ..net import Net, loads
-from ..transfer import transfer
+from .checkpoint import META_FILE, Checkpoint, restore_checkpoint
+from .transfer import transfer
 
 
 def checkpoint_root(path: str | Path) -> Path:

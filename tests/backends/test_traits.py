@@ -15,8 +15,8 @@ import pytest
 
 import cnndsl
 from cnndsl import ir
-from cnndsl.backends.inference import fold_for_inference
-from cnndsl.backends.jax import build, final_activation, forward
+from cnndsl.backends.jax.inference import fold_for_inference
+from cnndsl.backends.jax.model import build, final_activation, forward
 from cnndsl.errors import ArgumentError
 from cnndsl.ops import REGISTRY
 from cnndsl.ops.base import INT, REQUIRED, Op, P, fold_input_map, register

@@ -49,7 +49,7 @@ def save_both(m: torch.nn.Module, folder: Path) -> dict[str, Path]:
 def run_cnndsl(net: cnndsl.Net, variables: dict, x: torch.Tensor) -> np.ndarray:
     import jax
 
-    from cnndsl.backends.jax import forward
+    from cnndsl.backends.jax.model import forward
 
     x_nhwc = x.numpy().transpose(0, 2, 3, 1)
     return np.asarray(jax.jit(lambda v, xx: forward(net.ir, v, xx, logits=True)[0])(variables, x_nhwc))

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnndsl.checkpoint import restore_checkpoint
 from cnndsl.cli import main
+from cnndsl.training.checkpoint import restore_checkpoint
 
 from .helpers import ROOT
 from .torch_reference import MODELS, BasicBlock, randomize

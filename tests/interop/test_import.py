@@ -86,7 +86,7 @@ def test_conv1d_and_dense_after_flatten():
     variables = net.load_state_dict(m)
     import jax
 
-    from cnndsl.backends.jax import forward
+    from cnndsl.backends.jax.model import forward
 
     y = np.asarray(jax.jit(lambda v, a: forward(net.ir, v, a)[0])(variables, x.numpy().transpose(0, 2, 1)))
     np.testing.assert_allclose(y, m(x).detach().numpy(), rtol=1e-5, atol=1e-5)

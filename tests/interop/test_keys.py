@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import cnndsl
-from cnndsl.backends.jax import init_variables
+from cnndsl.backends.jax.model import init_variables
 from cnndsl.interop import torchvision_modules
 from cnndsl.interop.layout import slots
 

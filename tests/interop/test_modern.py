@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import cnndsl
-from cnndsl.backends.jax import init_variables
+from cnndsl.backends.jax.model import init_variables
 from cnndsl.interop import export_state_dict, import_state_dict
 from cnndsl.interop.layout import slots
 from cnndsl.interop.zoo import known_layouts, torchvision_linears

@@ -22,7 +22,7 @@ import pytest
 
 import cnndsl
 from cnndsl import ir
-from cnndsl.backends.jax import apply_layer, init_variables
+from cnndsl.backends.jax.model import apply_layer, init_variables
 from cnndsl.ops import REGISTRY
 
 OPS = sorted({op.name for op in REGISTRY.values()})

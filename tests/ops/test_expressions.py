@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 import cnndsl
 from cnndsl import ir
 from cnndsl.errors import CnnError
-from cnndsl.fmt import format_module
 from cnndsl.ops.base import make_divisible
-from cnndsl.parse import parse
+from cnndsl.syntax.fmt import format_module
+from cnndsl.syntax.parse import parse
 
 
 def layers(text: str) -> list[ir.Layer]:

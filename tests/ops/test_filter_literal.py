@@ -125,7 +125,7 @@ def test_two_dimensional_literal_on_a_one_dimensional_input() -> None:
 
 
 def test_fmt_round_trip_keeps_the_rows() -> None:
-    from cnndsl.fmt import format_source
+    from cnndsl.syntax.fmt import format_source
 
     text = "input 1@8x8\nfilter kernel=((1,0,-1),(0,0,0),(-1,0,1)) scale=1/16\n"
     out = format_source(text, "k.cnn")

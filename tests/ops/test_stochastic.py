@@ -12,7 +12,7 @@ from flax import nnx
 
 import cnndsl
 from cnndsl import ir
-from cnndsl.backends.jax import forward
+from cnndsl.backends.jax.model import forward
 
 from .torchref import compiled, rand, rel, run
 

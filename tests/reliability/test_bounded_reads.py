@@ -19,10 +19,10 @@ from typing import Any, Self
 import numpy as np
 import pytest
 
-from cnndsl import data
-from cnndsl.data import MAX_IMAGE_PIXELS, load_dataset, load_images, read_idx
 from cnndsl.errors import DataError
 from cnndsl.shape import Shape
+from cnndsl.training import data
+from cnndsl.training.data import MAX_IMAGE_PIXELS, load_dataset, load_images, read_idx
 
 IDX_UBYTE_3D = b"\0\0\x08\x03"
 
@@ -56,7 +56,7 @@ class _Counting:
 
 @pytest.fixture
 def decompressed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Bytes `read_idx` takes out of gzip streams (patched into `cnndsl.data.gzip.open`)."""
+    """Bytes `read_idx` takes out of gzip streams (patched into `cnndsl.training.data.gzip.open`)."""
     counter = [0]
     real = gzip.open
     monkeypatch.setattr(data.gzip, "open", lambda p, mode="rb": _Counting(real(p, mode), counter))

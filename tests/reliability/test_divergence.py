@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import cnndsl
-from cnndsl.checkpoint import checkpoint_info, restore_checkpoint, save_checkpoint
 from cnndsl.cli import main
 from cnndsl.errors import DataError
 from cnndsl.training import evaluate, predict, train
+from cnndsl.training.checkpoint import checkpoint_info, restore_checkpoint, save_checkpoint
 from cnndsl.training.loop import Diverged
 
 from .test_run_folder import TINY

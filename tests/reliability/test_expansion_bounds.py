@@ -204,7 +204,7 @@ def test_json_is_strict_and_complete(tmp_path: Path) -> None:
     path = ROOT / "examples" / "resnet18.cnn"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
-        [sys.executable, "-m", "cnndsl.cli", "compile", "--json", str(path)],
+        [sys.executable, "-m", "cnndsl", "compile", "--json", str(path)],
         capture_output=True,
         text=True,
         env=env,

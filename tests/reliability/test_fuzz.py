@@ -290,7 +290,7 @@ def test_cli_never_shows_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "latin1.cnn").write_bytes(b"input 1@28x28\nconv 6@5x5 \xe9\n")
     files = [*bad, "latin1.cnn", "missing.cnn"]
     r = subprocess.run(
-        [sys.executable, "-m", "cnndsl.cli", "compile", "--color", "never", *files],
+        [sys.executable, "-m", "cnndsl", "compile", "--color", "never", *files],
         check=False,
         capture_output=True,
         text=True,

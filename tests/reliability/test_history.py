@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import cnndsl
-from cnndsl.checkpoint import strict_json
 from cnndsl.errors import DataError
 from cnndsl.training import load_weights, train
+from cnndsl.training.checkpoint import strict_json
 from cnndsl.training.weights import check_run_meta
 
 from .test_run_folder import TINY
@@ -77,7 +77,7 @@ def test_an_epoch_whose_line_was_lost_is_rebuilt_from_its_checkpoint(one_epoch: 
 def test_a_crash_during_the_rewrite_leaves_the_old_history(
     one_epoch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cnndsl.checkpoint as ck
+    import cnndsl.training.checkpoint as ck
 
     out = _copy(one_epoch, tmp_path)
     old = (out / "history.jsonl").read_bytes()

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnndsl.data import MAX_CLASSES, DataWarning, check_labels, class_indices, load_dataset, select_classes
 from cnndsl.errors import DataError
 from cnndsl.shape import Shape
+from cnndsl.training.data import MAX_CLASSES, DataWarning, check_labels, class_indices, load_dataset, select_classes
 
 IN = Shape(1, (4, 4))
 

@@ -132,7 +132,7 @@ def test_device_memory_is_checked_separately() -> None:
 
 
 def test_memory_pass_imports_no_jax() -> None:
-    code = "import sys, cnndsl.passes.memory, cnndsl.data; assert 'jax' not in sys.modules, 'jax imported'"
+    code = "import sys, cnndsl.passes.memory, cnndsl.training.data; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

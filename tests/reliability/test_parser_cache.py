@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lark
 
-from cnndsl.parse import grammar_text
+from cnndsl.syntax.parse import grammar_text
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "cnndsl"
@@ -81,7 +81,7 @@ def test_the_planted_path_is_the_one_lark_would_read(tmp_path: Path) -> None:
     tmpdir.mkdir()
     _plant(tmpdir, marker)
     code = (
-        "import lark; from cnndsl.parse import grammar_text; "
+        "import lark; from cnndsl.syntax.parse import grammar_text; "
         "lark.Lark(grammar_text(), parser='lalr', propagate_positions=True, maybe_placeholders=True, cache=True)"
     )
     r = _run(code, tmpdir)

@@ -18,11 +18,11 @@ import pytest
 from rich.console import Console
 
 import cnndsl
-import cnndsl.data
-from cnndsl.checkpoint import checkpoint_info, restore_checkpoint
+import cnndsl.training.data
 from cnndsl.cli import main
 from cnndsl.errors import ArgumentError, DataError
 from cnndsl.training import train
+from cnndsl.training.checkpoint import checkpoint_info, restore_checkpoint
 from cnndsl.training.rundir import LOCK, MANIFEST, RunFolder
 
 TINY = """network Tiny
@@ -161,7 +161,7 @@ def test_an_unwritable_out_fails_before_data_and_compilation(
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(
     spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    import cnndsl.checkpoint as ck
+    import cnndsl.training.checkpoint as ck
 
     out = tmp_path / "run"
     real = ck._write
@@ -193,7 +193,7 @@ def test_max_steps_zero_is_a_usage_error(spec: Path, tmp_path: Path, capsys) -> 
 
 
 def test_paths_with_brackets_print_as_written(spec: Path, tmp_path: Path, capsys) -> None:
-    ds = cnndsl.data.load_dataset("digits", cnndsl.loads(TINY).input, normalize="none")
+    ds = cnndsl.training.data.load_dataset("digits", cnndsl.loads(TINY).input, normalize="none")
     data = tmp_path / "d[" / "a]" / "digits[bold].npz"  # `.../d[/a]/...`: a closing tag to rich
     data.parent.mkdir(parents=True)
     np.savez(data, x=ds.x_train[:200].astype(np.uint8), y=ds.y_train[:200])

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import cnndsl
-from cnndsl.checkpoint import checkpoint_info
 from cnndsl.cli import main
 from cnndsl.training import engine, loop, train
+from cnndsl.training.checkpoint import checkpoint_info
 
 from .test_run_folder import TINY
 

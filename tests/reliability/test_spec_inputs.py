@@ -82,7 +82,7 @@ def test_a_fifo_does_not_hang(tmp_path: Path) -> None:
     fifo = tmp_path / "net.cnn"
     os.mkfifo(fifo)
     r = subprocess.run(
-        [sys.executable, "-m", "cnndsl.cli", "compile", "--color", "never", str(fifo)],
+        [sys.executable, "-m", "cnndsl", "compile", "--color", "never", str(fifo)],
         capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 2, r.stderr

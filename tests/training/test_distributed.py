@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 import cnndsl
-from cnndsl.checkpoint import restore_checkpoint
 from cnndsl.cli import main
-from cnndsl.data import augment
 from cnndsl.errors import ArgumentError
 from cnndsl.training import train
+from cnndsl.training.checkpoint import restore_checkpoint
+from cnndsl.training.data import augment
 
 # BN (statistics over the global batch), dropout and augmentation (per-process shards of
 # each batch's random draws): what could make a sharded run differ from a single one.

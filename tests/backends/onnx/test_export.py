@@ -13,8 +13,8 @@ import pytest
 
 import cnndsl
 from cnndsl import ir
-from cnndsl.checkpoint import save_checkpoint
 from cnndsl.cli import main
+from cnndsl.training.checkpoint import save_checkpoint
 
 from ...conftest import EXAMPLES
 from .parity import TOLERANCE, compare, randomize, rel_diff, session
