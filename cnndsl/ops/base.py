@@ -1,13 +1,14 @@
 """The op registry: every layer type is one `Op` subclass, defined once.
 
 An op declares its arguments (`params`), and implements its shape rule (`infer`), parameter
-count (`count`), multiply-accumulates (`macs`), receptive-field effect (`window`) and its
-JAX lowering (`init`, `apply`). The grammar knows none of this: a layer is a name with
-positional arguments and options, bound here against the op's declaration.
+count (`count`), multiply-accumulates (`macs`), receptive-field effect (`window`), initial
+variables (`init`, drawn with NumPy) and traits; each backend holds its lowerings
+(`backends/jax/lowerings`, `backends/onnx/emitters.py`). The grammar knows none of this: a
+layer is a name with positional arguments and options, bound here against the op's declaration.
 
 Conventions: a MAC is one multiply-add and counts as 2 FLOPs; activations, pooling,
 normalisation and merges count 0 MACs. Spatial tuples are in written order (width first).
-JAX is imported only inside `init`/`apply`, never at import time.
+No JAX here (tests/ops/test_no_jax.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -438,7 +439,7 @@ IDENTITY = "identity"  # the layer keeps the grid
 COLLAPSE = "collapse"  # the layer has no grid after it (flatten, dense, global pooling)
 
 
-# --- the context passed to shape rules and lowerings ---------------------------------------
+# --- the context passed to shape rules -------------------------------------------------
 @dataclass
 class ShapeCtx:
     """Describes where a shape error happens: the layer's span and who made its input."""
@@ -455,21 +456,6 @@ class ShapeCtx:
             notes=[*notes, f"the input comes from {self.producer}, which outputs {self.x}"],
             hints=list(hints),
         )
-
-
-@dataclass
-class ApplyCtx:
-    """What a lowering may use at trace time: the mode, RNG keys, the IR's shapes for this
-    layer (`x`, `y`, so lowerings never recompute a shape), and state updates it makes."""
-
-    train: bool
-    key: Any = None  # a jax PRNG key or None
-    x: Shape | None = None  # the layer's input and output shapes, from the IR
-    y: Shape | None = None
-    dropout: bool = True  # False: dropout is off even in training mode (NNX `deterministic`)
-    impl: str | None = None  # a lowering from `Op.lowerings`; None: the op's default
-    accumulate: Any = None  # float32 when inputs/kernels were cast to a low compute dtype
-    updates: dict[str, Any] = field(default_factory=dict)
 
 
 # --- the op base class and the registry ----------------------------------------------------
@@ -525,29 +511,11 @@ class Op:
     def affine(self, a: Args, p: dict[str, Any], depth: int) -> tuple[Any, Any] | None:
         return None
 
-    # True: under a low-precision compute dtype the input and `kernel` are cast to it and
-    # the lowering accumulates in `ctx.accumulate` (float32)
-    mixed_precision: ClassVar[bool] = False
-
-    # alternative lowerings (`ctx.impl`) and the default choice per shape and mode
-    lowerings: ClassVar[tuple[str, ...]] = ("xla",)
-
-    def lowering(self, a: Args, x: Shape, y: Shape, train: bool) -> str:
-        return self.lowerings[0]
-
-    def candidate_lowerings(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
-        """The lowerings worth measuring for this layer (the autotuner's candidates): those
-        that compute it differently from the others here (the rest fall back to XLA's)."""
-        return self.lowerings
-
     # initial variables {name: (collection, NumPy array)}, collection in params/batch_stats/
     # fixed; `rng` is a NumPy Generator (drawing on the host avoids compiling an RNG kernel
     # per weight shape, which took seconds on CPU)
     def init(self, a: Args, x: Shape, y: Shape, rng: Any) -> dict[str, tuple[str, Any]]:
         return {}
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        raise NotImplementedError(self.name)
 
     # text shown in reports for bound args
     def describe(self, a: Args) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import FLOAT, INT, RANGE, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, per_channel, register
+from .base import FLOAT, INT, RANGE, REQUIRED, Args, Op, P, ShapeCtx, register
 
 
 @register
@@ -30,10 +30,6 @@ class Slice(Op):
             )
         return x.with_depth(stop - start)
 
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        start, stop = a.range
-        return x[..., start:stop]
-
 
 @register
 class Shuffle(Op):
@@ -49,11 +45,6 @@ class Shuffle(Op):
                 "choose a number of groups that divides the depth",
             )
         return x
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        g = a.groups
-        lead, d = x.shape[:-1], x.shape[-1]
-        return x.reshape(*lead, g, d // g).swapaxes(-1, -2).reshape(*lead, d)
 
 
 @register
@@ -73,6 +64,3 @@ class LayerScale(Op):
         import numpy as np
 
         return {"scale": ("params", np.full((x.depth,), a.init, np.float32))}
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        return x * per_channel(p["scale"], x)

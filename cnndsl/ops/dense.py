@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ArgumentError
 from ..shape import Shape
-from .base import COLLAPSE, INT, PROB, REQUIRED, ApplyCtx, Args, Op, P, ShapeCtx, fold_input_map, per_channel, register
+from .base import COLLAPSE, INT, PROB, REQUIRED, Args, Op, P, ShapeCtx, fold_input_map, register
 from .conv import BIAS, _bias_init, lecun_kernel
 
 
@@ -25,9 +24,6 @@ class Flatten(Op):
 
     def window(self, a, x, y):
         return COLLAPSE
-
-    def apply(self, a, p, x, ctx):
-        return x.reshape(x.shape[0], -1)
 
 
 @register
@@ -61,17 +57,10 @@ class Dense(Op):
             out["bias"] = _bias_init(a.units)
         return out
 
-    mixed_precision = True
     linear = True  # kernel (D_in, units)
 
     def fold_before(self, a: Args, x: Shape, p: dict[str, Any], mul: Any, add: Any) -> dict[str, Any]:
         return fold_input_map(p, mul, add)  # every output reads every input once: always exact
-
-    def apply(self, a, p, x, ctx):
-        import jax.numpy as jnp
-
-        y = jnp.matmul(x, p["kernel"], preferred_element_type=ctx.accumulate)
-        return y + per_channel(p["bias"], y) if "bias" in p else y
 
 
 @register
@@ -81,17 +70,6 @@ class Dropout(Op):
     example = "dropout 0.5"
     params = (P("rate", PROB, REQUIRED, positional=True, doc="a drop probability in [0, 1), like `dropout 0.5`"),)
     random = True
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        if not (ctx.train and ctx.dropout) or a.rate == 0.0:
-            return x
-        import jax
-        import jax.numpy as jnp
-
-        if ctx.key is None:
-            raise ArgumentError(f"{self.name} in training mode needs a random key: pass key=... (or rngs)")
-        keep = jax.random.bernoulli(ctx.key, 1.0 - a.rate, self.mask_shape(x.shape))
-        return jnp.where(keep, x / (1.0 - a.rate), 0.0)
 
     def mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """One keep-or-drop per element."""

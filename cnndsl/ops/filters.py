@@ -60,7 +60,6 @@ from .base import (
     FLOAT,
     SIZE,
     SIZE0,
-    ApplyCtx,
     Args,
     Env,
     Kind,
@@ -74,7 +73,6 @@ from .base import (
     per_axis,
     register,
 )
-from .conv import conv_apply
 
 KINDS = ("sobel", "laplacian", "sharpen", "blur", "gaussian", "gabor")
 LITERAL_USAGE = "filter kernel=((0,-1,0),(-1,5,-1),(0,-1,0))"
@@ -367,8 +365,3 @@ class Filter(Op):
         per_channel = np.moveaxis(maps, 0, -1)[..., None, :]  # (*k[::-1], 1, M)
         tiled = np.tile(per_channel, (1,) * x.rank + (1, x.depth))  # channel c*M + m = map m
         return {"kernel": ("fixed", np.asarray(tiled, np.float32))}
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        ones = (1,) * ctx.x.rank
-        kernel = p["kernel"].astype(x.dtype)
-        return conv_apply(x, kernel, ones, self._pads(a, ctx.x), ones, ctx.x.depth)

@@ -8,8 +8,6 @@ rule up here. Merges count no MACs (torchvision's counts hold only convolutions 
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import ShapeError, Span
 from ..shape import Shape
 
@@ -18,9 +16,6 @@ class Merge:
     name: str
 
     def infer(self, shapes: list[Shape], labels: list[str], span: Span | None, residual: bool = False) -> Shape:
-        raise NotImplementedError
-
-    def apply(self, xs: list[Any]) -> Any:
         raise NotImplementedError
 
 
@@ -49,12 +44,6 @@ class Add(Merge):
                 )
         return first
 
-    def apply(self, xs):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        return out
-
 
 class Concat(Merge):
     name = "concat"
@@ -72,11 +61,6 @@ class Concat(Merge):
                     ],
                 )
         return Shape(sum(s.depth for s in shapes), first.spatial)
-
-    def apply(self, xs):
-        import jax.numpy as jnp
-
-        return jnp.concatenate(xs, axis=-1)
 
 
 class Mul(Merge):
@@ -114,12 +98,6 @@ class Mul(Merge):
                     ],
                 )
         return Shape(out[0], out[1:])
-
-    def apply(self, xs):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out * x
-        return out
 
 
 MERGES: dict[str, Merge] = {"add": Add(), "concat": Concat(), "mul": Mul()}

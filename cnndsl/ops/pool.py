@@ -10,7 +10,6 @@ but not the part of a `ceil` window that hangs past the padding, as PyTorch does
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
 
 from ..shape import Shape, fmt_size
 from .base import (
@@ -19,7 +18,6 @@ from .base import (
     REQUIRED,
     SIZE,
     SIZE0,
-    ApplyCtx,
     Args,
     Op,
     P,
@@ -103,54 +101,12 @@ class _Pool(Op):
             parts.append("ceil")
         return " ".join(parts)
 
-    def _reduce(self, x: Any, k, s, padding) -> Any:
-        raise NotImplementedError
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        k, s, padding = pool_padding(a, ctx.x, ctx.y)
-        return self._reduce(x, k, s, padding)
-
-
-def _reduce_window(x: Any, init: float, op: Any, k, s, padding) -> Any:
-    import numpy as np
-    from jax import lax
-
-    return lax.reduce_window(
-        x,
-        np.asarray(init, x.dtype),
-        op,
-        (1, *tuple(k)[::-1], 1),
-        (1, *tuple(s)[::-1], 1),
-        ((0, 0), *tuple(padding)[::-1], (0, 0)),
-    )
-
-
-def _tiles(x: Any, k) -> Any | None:
-    """`x` reshaped to (N, H/kh, kh, W/kw, kw, C) when windows tile it exactly, else None."""
-    sp = x.shape[1:-1]
-    kr = tuple(k)[::-1]
-    if any(n % ki for n, ki in zip(sp, kr)):
-        return None
-    dims = [x.shape[0]]
-    for n, ki in zip(sp, kr):
-        dims += [n // ki, ki]
-    return x.reshape(*dims, x.shape[-1])
-
 
 @register
 class MaxPool(_Pool):
     name = "maxpool"
     doc = "max over KxK windows; stride defaults to K"
     example = "maxpool 2"
-
-    def _reduce(self, x, k, s, padding):
-        from jax import lax
-
-        if tuple(s) == tuple(k) and all(p == (0, 0) for p in padding):
-            t = _tiles(x, k)
-            if t is not None:  # non-overlapping windows: reshape + max is faster on CPU
-                return t.max(axis=tuple(range(2, t.ndim - 1, 2)))
-        return _reduce_window(x, -float("inf"), lax.max, k, s, padding)
 
 
 @register
@@ -159,11 +115,6 @@ class MinPool(_Pool):
     doc = "min over KxK windows"
     example = "minpool 2"
 
-    def _reduce(self, x, k, s, padding):
-        from jax import lax
-
-        return _reduce_window(x, float("inf"), lax.min, k, s, padding)
-
 
 @register
 class SumPool(_Pool):
@@ -171,37 +122,12 @@ class SumPool(_Pool):
     doc = "sum over KxK windows"
     example = "sumpool 2"
 
-    def _reduce(self, x, k, s, padding):
-        from jax import lax
-
-        return _reduce_window(x, 0.0, lax.add, k, s, padding)
-
 
 @register
 class AvgPool(_Pool):
     name = "avgpool"
     doc = "mean over KxK windows (zero padding counted, as in PyTorch)"
     example = "avgpool 2"
-
-    def _reduce(self, x, k, s, padding):
-        import numpy as np
-        from jax import lax
-
-        total = _reduce_window(x, 0.0, lax.add, k, s, padding)
-        pad = [b for b, _ in padding]
-        extra = [after - before for before, after in padding]  # ceil-mode overhang
-        if not any(extra):
-            return total / float(np.prod(k))
-        # Divisor per output position: window cells inside the input or its zero padding,
-        # not in the overhang (PyTorch).
-        counts = None
-        for n, ki, si, pi, ei in zip(reversed(x.shape[1:-1]), k, s, pad, extra):
-            inside = np.ones(n + 2 * pi + ei)
-            inside[n + 2 * pi :] = 0
-            c = np.array([inside[i * si : i * si + ki].sum() for i in range((len(inside) - ki) // si + 1)])
-            counts = c if counts is None else np.multiply.outer(counts, c)
-        counts = np.asarray(counts, np.float32).T  # written order -> array order
-        return total / counts[None, ..., None]
 
 
 class _Global(Op):
@@ -218,14 +144,8 @@ class GlobalAvgPool(_Global):
     name = "gap"
     doc = "global average pooling: D@WxH -> D"
 
-    def apply(self, a, p, x, ctx):
-        return x.mean(axis=tuple(range(1, x.ndim - 1)))
-
 
 @register
 class GlobalMaxPool(_Global):
     name = "gmp"
     doc = "global max pooling: D@WxH -> D"
-
-    def apply(self, a, p, x, ctx):
-        return x.max(axis=tuple(range(1, x.ndim - 1)))

@@ -26,14 +26,12 @@ from .base import (
     FLOAT,
     FLOATS,
     REQUIRED,
-    ApplyCtx,
     Args,
     Op,
     P,
     ShapeCtx,
     bcast,
     needs_spatial,
-    per_channel,
     register,
 )
 
@@ -63,10 +61,6 @@ class Scale(Op):
         import numpy as np
 
         return np.full((depth,), a.factor, np.float32), np.full((depth,), a.offset, np.float32)
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        y = x * a.factor
-        return y + a.offset if a.offset else y
 
 
 @register
@@ -107,15 +101,6 @@ class Normalize(Op):
         std = np.asarray(bcast(a.std or (1.0,), depth), np.float32)
         return 1.0 / std, -mean / std
 
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        import numpy as np
-
-        if a.mean is not None:
-            x = x - per_channel(np.asarray(a.mean, x.dtype), x)
-        if a.std is not None:
-            x = x / per_channel(np.asarray(a.std, x.dtype), x)
-        return x
-
 
 @register
 class Grayscale(Op):
@@ -131,7 +116,3 @@ class Grayscale(Op):
             }.get(x.depth, "`grayscale` converts RGB images (3 channels, R, G, B order)")
             raise ctx.error(f"`grayscale` needs 3 channels (R, G, B), but gets {x}", hint)
         return x.with_depth(1)
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        r, g, b = (x[..., i : i + 1] for i in range(3))
-        return BT601[0] * r + BT601[1] * g + BT601[2] * b

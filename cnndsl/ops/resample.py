@@ -53,7 +53,6 @@ from .base import (
     REQUIRED,
     SIZE,
     SIZE0,
-    ApplyCtx,
     Args,
     Env,
     Kind,
@@ -91,40 +90,6 @@ OFFSET = _fraction_kind("a number in [0, 1)", lambda u: 0 <= u < 1, "a number in
 
 
 # --- the shared lowering: reduce each axis over a list of bins ------------------------------
-def _reduce_axis(x: Any, axis: int, bins: Bins, how: str) -> Any:
-    """Max or mean of `x` over `bins` along array `axis` (one output per bin)."""
-    import jax.numpy as jnp
-    import numpy as np
-
-    starts = np.array([s for s, _ in bins])
-    lens = np.array([e - s for s, e in bins])
-    out, k = len(bins), int(lens.max())
-    reduce = jnp.max if how == "max" else jnp.mean
-    before, after = x.shape[:axis], x.shape[axis + 1 :]
-    if (lens == k).all() and (starts == np.arange(out) * k).all() and out * k == x.shape[axis]:
-        # The bins tile the axis: a reshape, no gather.
-        return reduce(x.reshape(*before, out, k, *after), axis=axis + 1)
-    # Gather each bin's positions as an (out, k) block; short bins repeat their last index.
-    idx = starts[:, None] + np.minimum(np.arange(k)[None, :], lens[:, None] - 1)
-    g = jnp.take(x, idx.reshape(-1), axis=axis).reshape(*before, out, k, *after)
-    if how == "max" or (lens == k).all():
-        return reduce(g, axis=axis + 1)
-    lead, trail = (1,) * axis, (1,) * len(after)
-    mask = (np.arange(k)[None, :] < lens[:, None]).reshape(*lead, out, k, *trail)
-    total = jnp.where(mask, g, jnp.zeros((), x.dtype)).sum(axis=axis + 1)
-    return total / jnp.asarray(lens.reshape(*lead, out, *trail), x.dtype)
-
-
-def reduce_bins(x: Any, bins: tuple[Bins, ...], how: str) -> Any:
-    """`x: (N, *spatial[::-1], D)`; `bins` per axis in written order; `how`: max or mean.
-
-    A rectangular bin's max (mean) is the max (mean) along one axis of the maxes (means)
-    along the others, so the axes are reduced one after another.
-    """
-    rank = len(bins)
-    for i, b in enumerate(bins):
-        x = _reduce_axis(x, rank - i, b, how)  # written axis i is array axis rank - i
-    return x
 
 
 def bins_window(bins: tuple[Bins, ...], x: Shape, y: Shape) -> Window:
@@ -153,17 +118,6 @@ class Upsample(Op):
         k = bcast(a.factor, x.rank)
         return Window((1,) * x.rank, tuple(Fraction(1, ki) for ki in k), tuple(Fraction(ki - 1, 2 * ki) for ki in k))
 
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        import jax.numpy as jnp
-
-        k = bcast(a.factor, ctx.x.rank)[::-1]  # array order
-        sp = ctx.x.array_shape()[:-1]
-        # (N, h, 1, w, 1, D) broadcast to (N, h, kh, w, kw, D), then merged to the IR's `y`.
-        split = [x.shape[0]] + [d for n in sp for d in (n, 1)] + [x.shape[-1]]
-        wide = [x.shape[0]] + [d for n, ki in zip(sp, k) for d in (n, ki)] + [x.shape[-1]]
-        y = jnp.broadcast_to(x.reshape(split), wide)
-        return y.reshape(ctx.y.array_shape(x.shape[0]))
-
 
 # --- pad -------------------------------------------------------------------------------------
 @register
@@ -189,12 +143,6 @@ class Pad(Op):
     def window(self, a: Args, x: Shape, y: Shape) -> Window:
         p = bcast(a.size, x.rank)
         return Window((1,) * x.rank, (Fraction(1),) * x.rank, tuple(Fraction(pi) for pi in p))
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        import jax.numpy as jnp
-
-        widths = [(0, 0), *((pi, pi) for pi in bcast(a.size, ctx.x.rank)[::-1]), (0, 0)]
-        return jnp.pad(x, widths, mode="constant" if a.mode == "zeros" else a.mode)
 
 
 # --- adaptive pooling ------------------------------------------------------------------------
@@ -229,9 +177,6 @@ class _Adaptive(Op):
             first.append(-(-w // o))
         pad = tuple(Fraction(k - f, 2) for k, f in zip(kernel, first))
         return Window(tuple(kernel), tuple(Fraction(w, o) for w, o in zip(x.spatial, y.spatial)), pad)
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        return reduce_bins(x, self._bins(ctx.x, ctx.y), self.how)
 
 
 @register
@@ -287,6 +232,3 @@ class FracMaxPool(Op):
 
     def window(self, a: Args, x: Shape, y: Shape) -> Window:
         return bins_window(self._bins(a, x, y), x, y)
-
-    def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
-        return reduce_bins(x, self._bins(a, ctx.x, ctx.y), "max")

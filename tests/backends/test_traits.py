@@ -1,6 +1,7 @@
 """Backends and training ask ops' declared traits (`cnndsl/ops/base.py`), never their names:
-ops registered here, unknown to every backend, are folded, skipped as final activations,
-dropped in inference and shape-checked at trace time by the code that handles the built-in ones.
+ops registered here (with a JAX lowering each), unknown to every backend's code, are folded,
+skipped as final activations, dropped in inference and shape-checked at trace time by the code
+that handles the built-in ones.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import cnndsl
 from cnndsl import ir
 from cnndsl.backends.jax.inference import fold_for_inference
+from cnndsl.backends.jax.lowerings import LOWERINGS, Lowering
 from cnndsl.backends.jax.model import build, final_activation, forward
 from cnndsl.errors import ArgumentError
 from cnndsl.ops import REGISTRY
@@ -49,9 +51,10 @@ class PointMix(Op):
     def fold_before(self, a, x, p, mul, add):
         return fold_input_map(p, mul, add)
 
-    def apply(self, a, p, x, ctx):
-        y = jnp.matmul(x, p["kernel"])
-        return y + p["bias"].reshape((1,) * (y.ndim - 1) + (-1,)) if "bias" in p else y
+
+def _pointmix(a, p, x, ctx):
+    y = jnp.matmul(x, p["kernel"])
+    return y + p["bias"].reshape((1,) * (y.ndim - 1) + (-1,)) if "bias" in p else y
 
 
 class Shift(Op):
@@ -63,17 +66,9 @@ class Shift(Op):
     def affine(self, a, p, depth):
         return np.full((depth,), 2.0, np.float32), np.full((depth,), float(a.k), np.float32)
 
-    def apply(self, a, p, x, ctx):
-        return x * 2.0 + a.k
-
 
 def _final(kind: str) -> type[Op]:
-    fn = {"softmax": jax.nn.softmax, "sigmoid": jax.nn.sigmoid}[kind]
-    return type(
-        f"Final{kind}",
-        (Op,),
-        {"name": f"testfinal{kind}", "final_activation": kind, "apply": lambda s, a, p, x, ctx: fn(x)},
-    )
+    return type(f"Final{kind}", (Op,), {"name": f"testfinal{kind}", "final_activation": kind})
 
 
 class Noise(Op):
@@ -82,10 +77,11 @@ class Noise(Op):
     name = "testnoise"
     random = True
 
-    def apply(self, a, p, x, ctx):
-        if not (ctx.train and ctx.dropout):
-            return x
-        return x + jax.random.normal(ctx.key, x.shape)
+
+def _noise(a, p, x, ctx):
+    if not (ctx.train and ctx.dropout):
+        return x
+    return x + jax.random.normal(ctx.key, x.shape)
 
 
 class Wrong(Op):
@@ -93,8 +89,16 @@ class Wrong(Op):
 
     name = "testwrong"
 
-    def apply(self, a, p, x, ctx):
-        return x[:, 1:]
+
+# Their JAX lowerings, registered with them (the JAX backend's table is `LOWERINGS`).
+DUMMY_LOWERINGS = {
+    "testpointmix": Lowering(_pointmix),
+    "testshift": Lowering(lambda a, p, x, ctx: x * 2.0 + a.k),
+    "testfinalsoftmax": Lowering(lambda a, p, x, ctx: jax.nn.softmax(x)),
+    "testfinalsigmoid": Lowering(lambda a, p, x, ctx: jax.nn.sigmoid(x)),
+    "testnoise": Lowering(_noise),
+    "testwrong": Lowering(lambda a, p, x, ctx: x[:, 1:]),  # disagrees with the shape rule
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -102,9 +106,11 @@ def dummy_ops() -> Iterator[None]:
     classes = (PointMix, Shift, _final("softmax"), _final("sigmoid"), Noise, Wrong)
     for cls in classes:
         register(cls)
+    LOWERINGS.update(DUMMY_LOWERINGS)
     yield
     for cls in classes:
         del REGISTRY[cls.name]
+        del LOWERINGS[cls.name]
 
 
 def _x(net: cnndsl.Net, seed: int = 1) -> Any:

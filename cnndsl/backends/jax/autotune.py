@@ -3,10 +3,10 @@
     lowering = autotune(net.ir, batch=128, train=True)   # {"conv1": "shift", "conv2": "col2im", ...}
     forward(net.ir, variables, x, lowering=lowering)
 
-Layers with several candidate lowerings (`Op.candidate_lowerings`: those that apply to the
+Layers with several candidate lowerings (`Lowering.candidates`: those that apply to the
 layer, e.g. Winograd only for 3x3 stride-1 convolutions) are grouped by signature (op,
 arguments, input and output shapes: the same choice suits them all). Starting from the fixed
-defaults (`Op.lowering`), each group in turn is switched to each alternative lowering and the
+defaults (`Lowering.choose`), each group in turn is switched to each alternative lowering and the
 *whole network* is compiled and raced against the current choice at the given batch size
 (samples taken in turn, so drift in the machine's speed hits both; forward, or a stand-in
 train step when `train`); a switch is kept when it makes the network at least 3% faster. Timing whole networks, not layers alone, matters: how XLA fuses a layer with its
@@ -22,7 +22,6 @@ starts at once. Without autotuning every op uses its fixed default, which is wha
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import statistics
@@ -35,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from ... import config, ir
-from ...ops import REGISTRY
+from .lowerings import LOWERINGS
 
 KEEP = 0.97  # a switch must make the network this much faster (3%), beyond timing noise
 
@@ -59,17 +58,14 @@ def layer_signature(n: ir.Layer) -> str:
 
 
 def default_lowering(n: ir.Layer, batch: int, train: bool) -> str:
-    op = REGISTRY[n.op]
-    if "batch" in inspect.signature(op.lowering).parameters:
-        return op.lowering(n.args, n.x, n.y, train, batch=batch)
-    return op.lowering(n.args, n.x, n.y, train)
+    return LOWERINGS[n.op].choose(n.args, n.x, n.y, train, batch)
 
 
 def tunable_groups(net: ir.Network, train: bool = True) -> dict[str, list[ir.Layer]]:
     """Layers with a choice of lowering, grouped by signature (in network order)."""
     groups: dict[str, list[ir.Layer]] = {}
     for n in ir.layers(net.body):
-        if len(REGISTRY[n.op].candidate_lowerings(n.args, n.x, n.y, train)) >= 2:
+        if len(LOWERINGS[n.op].candidates(n.args, n.x, n.y, train)) >= 2:
             groups.setdefault(layer_signature(n), []).append(n)
     return groups
 
@@ -155,7 +151,7 @@ def autotune(
         for layers in groups.values():
             start = choice[layers[0].name]
             n0 = layers[0]
-            for impl in REGISTRY[n0.op].candidate_lowerings(n0.args, n0.x, n0.y, train):
+            for impl in LOWERINGS[n0.op].candidates(n0.args, n0.x, n0.y, train):
                 if impl == start:
                     continue
                 trial = {**choice, **{n.name: impl for n in layers}}

@@ -3,7 +3,7 @@
 Variables are nested dicts keyed by layer path, split into collections as in Flax:
 `{"params": ..., "batch_stats": ..., "fixed": ...}` (the last holds constant filter
 kernels; it is never trained). The forward pass walks the IR once at trace time and calls
-each op's lowering (`Op.apply`); under `jax.jit` nothing of this Python runs per step.
+each op's lowering (`lowerings.LOWERINGS`); under `jax.jit` nothing of this Python runs per step.
 
     variables, apply = functional(net, jax.random.key(0))
     y = apply(variables, x)                                  # eval: x (N, H, W, D)
@@ -26,9 +26,9 @@ from flax import nnx  # noqa: E402
 
 from ... import ir  # noqa: E402
 from ...errors import ArgumentError, CnnNameError, ShapeError, did_you_mean  # noqa: E402
-from ...ops import MERGES, REGISTRY  # noqa: E402
-from ...ops.base import ApplyCtx  # noqa: E402
+from ...ops import REGISTRY  # noqa: E402
 from ...passes.dataflow import Walker  # noqa: E402
+from .lowerings import LOWERINGS, MERGE_LOWERINGS, ApplyCtx, Lowering  # noqa: E402
 
 COLLECTIONS = ("params", "batch_stats", "fixed")
 LOGIT_SKIPPED = ("softmax", "logsoftmax")  # `Op.final_activation`s that `logits=True` leaves out
@@ -63,10 +63,21 @@ def init_variables(net: ir.Network, key: jax.Array) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for i, n in enumerate(ir.layers(net.body)):
         assert n.x is not None and n.y is not None, "run the passes first"
-        rng = jax.random.fold_in(key, i) if traced else np.random.default_rng([*seed, i])
+        rng = _TracedRng(jax.random.fold_in(key, i)) if traced else np.random.default_rng([*seed, i])
         for name, (coll, value) in REGISTRY[n.op].init(n.args, n.x, n.y, rng).items():
             _put(out.setdefault(coll, {}), n.path, name, value)
     return jax.device_put(out)
+
+
+class _TracedRng:
+    """What `Op.init` draws from when the initialisation is traced (`jax.eval_shape(net.init,
+    key)`, `jax.jit`): the distributions of its NumPy draws, by `jax.random`."""
+
+    def __init__(self, key: jax.Array) -> None:
+        self.key = key
+
+    def lecun_normal(self, shape: tuple[int, ...]) -> jax.Array:
+        return jax.nn.initializers.lecun_normal()(self.key, shape)
 
 
 class _Forward(Walker[jax.Array]):
@@ -139,7 +150,7 @@ class _Forward(Walker[jax.Array]):
         return n.body, y
 
     def merge(self, n, xs, labels):
-        y = MERGES[n.kind].apply(xs)
+        y = MERGE_LOWERINGS[n.kind](xs)
         if self.observe is not None:
             self.observe(n, y)
         return n, y
@@ -158,15 +169,27 @@ def apply_layer(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """One layer's lowering on `x` with its variables `p` (by name): (output, state updates).
     The functional forward and the NNX module tree both call this, so they cannot drift."""
-    op = REGISTRY[n.op]
-    ctx = ApplyCtx(train=train, key=key, x=n.x, y=n.y, dropout=dropout, impl=impl if impl in op.lowerings else None)
-    if dtype is not None and op.mixed_precision:
+    low = lowering_of(n)
+    ctx = ApplyCtx(train=train, key=key, x=n.x, y=n.y, dropout=dropout, impl=impl if impl in low.impls else None)
+    if dtype is not None and low.mixed_precision:
         x = x.astype(dtype)
         p = {k: v.astype(dtype) if k == "kernel" else v for k, v in p.items()}
         ctx.accumulate = jnp.float32
-    y = op.apply(n.args, p, x, ctx)
+    y = low.apply(n.args, p, x, ctx)
     _check_lowered(n, x, y)
     return y, ctx.updates
+
+
+def lowering_of(n: ir.Layer) -> Lowering:
+    """The JAX lowering of layer `n`'s op; a located error if this backend has none."""
+    low = LOWERINGS.get(n.op)
+    if low is None:
+        raise CnnNameError(
+            f"the JAX backend has no lowering for `{n.op}` (layer `{n.name}`)",
+            n.span,
+            hints=["add one to `cnndsl/backends/jax/lowerings` (the `LOWERINGS` table)"],
+        )
+    return low
 
 
 def _check_lowered(n: ir.Layer, x: jax.Array, y: jax.Array) -> None:
@@ -213,7 +236,7 @@ def forward(
     softmax/logsoftmax (for losses that take logits). `observe(node, value)` is called
     with every layer's and merge's output at trace time (for tests and debugging).
     `lowering` maps layer names (or `"*"`, every layer that has it) to one of the op's
-    `lowerings`, overriding its default choice (e.g. `{"*": "xla"}`). `remat=True` wraps
+    lowering's `impls`, overriding its default choice (e.g. `{"*": "xla"}`). `remat=True` wraps
     every block instance in `jax.checkpoint`: its activations are recomputed in the backward
     pass instead of stored (less memory, more compute). `dtype=jnp.bfloat16` computes
     convolutions and dense layers in bfloat16 with float32 accumulation (other layers and
@@ -233,7 +256,7 @@ def forward(
 def check_lowering(net: ir.Network, lowering: Any) -> None:
     """Refuse an override `{layer name or "*": lowering}` that would be ignored: an unknown
     layer or lowering (did you mean), a lowering the named layer's op does not have, or one
-    that does not compute this layer (`Op.candidate_lowerings`: it would silently fall back).
+    that does not compute this layer (`Lowering.candidates`: it would silently fall back).
     `"*"` needs a lowering some layer has; layers without it keep their default. Runs in
     Python before tracing (under `jax.jit` once per trace, never per step)."""
     if not lowering:
@@ -245,10 +268,10 @@ def check_lowering(net: ir.Network, lowering: Any) -> None:
         )
     layers = {n.name: n for n in ir.layers(net.body)}
     declared: dict[str, list[str]] = {}  # every lowering of any op -> the ops that have it
-    for op in REGISTRY.values():
-        for impl in op.lowerings:
-            declared.setdefault(impl, []).append(op.name)
-    used = sorted({impl for n in layers.values() for impl in REGISTRY[n.op].lowerings})
+    for op, low in LOWERINGS.items():
+        for impl in low.impls:
+            declared.setdefault(impl, []).append(op)
+    used = sorted({impl for n in layers.values() for impl in lowering_of(n).impls})
     for name, impl in lowering.items():
         if not isinstance(name, str) or not isinstance(impl, str):
             raise ArgumentError(
@@ -275,46 +298,27 @@ def check_lowering(net: ir.Network, lowering: Any) -> None:
                 )
             continue
         n = layers[name]
-        op = REGISTRY[n.op]
-        if impl not in op.lowerings:
+        low = lowering_of(n)
+        if impl not in low.impls:
             raise ArgumentError(
                 f"lowering `{impl}` does not apply to `{name}` (`{n.text}`): `{n.op}` has "
-                + " and ".join(f"`{k}`" for k in op.lowerings),
+                + " and ".join(f"`{k}`" for k in low.impls),
                 notes=[_owners(impl, declared)],
-                hints=[f"leave `{name}` out of `lowering` for its default (`{op.lowerings[0]}` here)"]
-                if len(op.lowerings) == 1
-                else ["choose one of " + ", ".join(f"`{k}`" for k in op.lowerings)],
+                hints=[f"leave `{name}` out of `lowering` for its default (`{low.impls[0]}` here)"]
+                if len(low.impls) == 1
+                else ["choose one of " + ", ".join(f"`{k}`" for k in low.impls)],
             )
-        applies = {k for train in (False, True) for k in op.candidate_lowerings(n.args, n.x, n.y, train)}
+        applies = {k for train in (False, True) for k in low.candidates(n.args, n.x, n.y, train)}
         if impl not in applies:
             raise ArgumentError(
                 f"lowering `{impl}` cannot compute `{name}` (`{n.text}`, input {n.x}): it would fall back silently",
                 notes=[
-                    _why_not(op, n, impl),
+                    low.why_not(n.args, n.x, impl)
+                    or f"`{impl}` does not compute `{n.op}` for this input shape and these options",
                     "lowerings that compute it: " + ", ".join(f"`{k}`" for k in sorted(applies)),
                 ],
                 hints=[f"choose one of those, or leave `{name}` to its default"],
             )
-
-
-def _why_not(op: Any, n: ir.Layer, impl: str) -> str:
-    """Why `impl`, a lowering of `op`, does not compute layer `n` (from what the op declares)."""
-    if impl == "onednn":
-        from . import onednn
-
-        ok, reason = onednn.available()
-        return (
-            f"oneDNN runs 2-D layers only; this one is {n.x.rank}-D"
-            if ok
-            else f"the oneDNN kernel is not available: {reason}"
-        )
-    groups = getattr(op, "_groups", None)
-    if groups is not None and groups(n.args, n.x) != 1:
-        return f"grouped convolutions (groups={groups(n.args, n.x)}) run by XLA's convolution (or oneDNN) only"
-    check = getattr(op, f"{impl}_ok", None)
-    if check is not None and check.__doc__:  # e.g. `winograd_ok`: "`conv_winograd` computes this layer: 2-D, 3x3, ..."
-        return f"`{impl}` computes only: " + check.__doc__.strip().rstrip(".").rpartition(": ")[2]
-    return f"`{impl}` does not compute `{n.op}` for this input shape and these options"
 
 
 def _owners(impl: str, declared: dict[str, list[str]]) -> str:

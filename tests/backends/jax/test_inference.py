@@ -10,8 +10,8 @@ import pytest
 import cnndsl
 from cnndsl import ir
 from cnndsl.backends.jax.inference import fold_for_inference
+from cnndsl.backends.jax.lowerings import LOWERINGS
 from cnndsl.backends.jax.model import forward
-from cnndsl.ops import REGISTRY
 
 from ...conftest import EXAMPLES
 
@@ -138,12 +138,12 @@ def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
     groups = at.tunable_groups(net.ir)
     ops = {n.name: n.op for n in ir.layers(net.ir.body)}
     assert set(choice) == {"conv1", "conv2", "conv3", "bn1"}
-    assert all(impl in REGISTRY[ops[name]].lowerings for name, impl in choice.items())
+    assert all(impl in LOWERINGS[ops[name]].impls for name, impl in choice.items())
     # the defaults first, then every alternative of every group once
     defaults = {n.name: at.default_lowering(n, 8, True) for layers in groups.values() for n in layers}
     assert tried[0] == defaults
     alternatives = sum(
-        len(REGISTRY[ls[0].op].candidate_lowerings(ls[0].args, ls[0].x, ls[0].y, True)) - 1 for ls in groups.values()
+        len(LOWERINGS[ls[0].op].candidates(ls[0].args, ls[0].x, ls[0].y, True)) - 1 for ls in groups.values()
     )
     assert len(tried) == 1 + alternatives and races == [2] * alternatives  # each raced against the incumbent
     assert (tmp_path / "autotune.json").is_file()
@@ -162,7 +162,7 @@ def test_autotune_times_the_network_greedily_and_caches(tmp_path, monkeypatch):
 def test_custom_gradient_lowerings_equal_xla(spatial, stride, pad, dilation, impl):
     """The col2im and shift lowerings: same output, input and kernel gradients as XLA's
     convolution (strides, uneven padding, dilation, 1-D and 2-D; float32, tolerance 1e-4)."""
-    from cnndsl.ops.conv import conv_apply, conv_col2im_grad, conv_shift
+    from cnndsl.backends.jax.kernels.conv import conv_apply, conv_col2im_grad, conv_shift
 
     lowered = {"col2im": conv_col2im_grad, "shift": conv_shift}[impl]
     rng = np.random.default_rng(0)
@@ -190,7 +190,7 @@ def test_custom_gradient_lowerings_equal_xla(spatial, stride, pad, dilation, imp
 def test_depthwise_lowering_equals_xla(spatial, kernel, stride, pad, dilation):
     """`conv_depthwise` (the CPU default for one filter per channel): same output, input and
     kernel gradients as XLA's grouped convolution (float32, tolerance 1e-4)."""
-    from cnndsl.ops.conv import conv_apply, conv_depthwise
+    from cnndsl.backends.jax.kernels.conv import conv_apply, conv_depthwise
 
     rng = np.random.default_rng(0)
     c = 6
@@ -208,13 +208,13 @@ def test_depthwise_lowering_equals_xla(spatial, kernel, stride, pad, dilation):
 
 def test_depthwise_layers_default_to_the_depthwise_lowering_on_cpu():
     net = cnndsl.loads("input 8@10x10\ndwconv 3x3 p1 -> conv 8@3x3 g8 p1 -> conv 8@3x3 g2 p1")
-    conv = REGISTRY["conv"]
+    conv = LOWERINGS["conv"]
     dw, grouped_dw, grouped = net.ir.body.items
     for n in (dw, grouped_dw):
-        op = REGISTRY[n.op]
-        assert op.lowering(n.args, n.x, n.y, True) == op.lowering(n.args, n.x, n.y, False) == "depthwise"
-        assert "depthwise" in op.candidate_lowerings(n.args, n.x, n.y, True)
-    assert "depthwise" not in conv.candidate_lowerings(grouped.args, grouped.x, grouped.y, True)
+        op = LOWERINGS[n.op]
+        assert op.choose(n.args, n.x, n.y, True, 1) == op.choose(n.args, n.x, n.y, False, 1) == "depthwise"
+        assert "depthwise" in op.candidates(n.args, n.x, n.y, True)
+    assert "depthwise" not in conv.candidates(grouped.args, grouped.x, grouped.y, True)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 10, 10, 8)), jnp.float32)
     v, apply = net.functional(jax.random.key(0))
     v_xla, apply_xla = net.functional(jax.random.key(0), lowering={"*": "xla"})
@@ -263,18 +263,18 @@ def test_winograd_is_the_inference_default_for_deep_3x3_layers(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", FLAG)
     net = cnndsl.loads("input 64@8x8\nconv 128@3x3 p1 -> conv 128@3x3 p1 -> conv 128@3x3 s2 -> conv 256@1x1")
     convs = list(ir.layers(net.ir.body))
-    conv = REGISTRY["conv"]
-    infer = [conv.lowering(n.args, n.x, n.y, False, batch=32) for n in convs]
+    conv = LOWERINGS["conv"]
+    infer = [conv.choose(n.args, n.x, n.y, False, 32) for n in convs]
     assert infer == ["xla", "winograd", "xla", "xla"]  # 64 input channels; stride 2; 1x1
     conv2 = convs[1]
-    assert conv.lowering(conv2.args, conv2.x, conv2.y, False, batch=8) == "xla"  # 512 positions < 8 x 128 filters
-    assert conv.lowering(conv2.args, conv2.x, conv2.y, False, batch=1024) == "xla"  # a 32 MiB input
-    assert [conv.lowering(n.args, n.x, n.y, True, batch=8) for n in convs] == ["xla"] * 4
-    assert "winograd" in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, False)
-    assert "winograd" in conv.candidate_lowerings(convs[1].args, convs[1].x, convs[1].y, True)
-    assert "winograd" not in conv.candidate_lowerings(convs[2].args, convs[2].x, convs[2].y, False)
+    assert conv.choose(conv2.args, conv2.x, conv2.y, False, 8) == "xla"  # 512 positions < 8 x 128 filters
+    assert conv.choose(conv2.args, conv2.x, conv2.y, False, 1024) == "xla"  # a 32 MiB input
+    assert [conv.choose(n.args, n.x, n.y, True, 8) for n in convs] == ["xla"] * 4
+    assert "winograd" in conv.candidates(convs[1].args, convs[1].x, convs[1].y, False)
+    assert "winograd" in conv.candidates(convs[1].args, convs[1].x, convs[1].y, True)
+    assert "winograd" not in conv.candidates(convs[2].args, convs[2].x, convs[2].y, False)
     monkeypatch.setenv("XLA_FLAGS", "")
-    assert conv.lowering(convs[1].args, convs[1].x, convs[1].y, False, batch=32) == "xla"
+    assert conv.choose(convs[1].args, convs[1].x, convs[1].y, False, 32) == "xla"
     # and the network's eval output through the default equals XLA's
     v = randomized(net)
     x = jax.random.normal(jax.random.key(3), (32, 8, 8, 64))
@@ -324,12 +324,11 @@ def test_cpu_lowerings_only_under_the_xla_guard(monkeypatch):
     monkeypatch.setattr(onednn, "available", lambda: (False, "the defaults without the optional oneDNN kernel"))
     """The CPU-measured defaults (shift, col2im, bn dot) apply only with YNNPACK fusions off."""
     from cnndsl.backends.jax._xla_guard import FLAG
-    from cnndsl.ops import REGISTRY
 
     net = cnndsl.load(EXAMPLES / "lenet5.cnn")
     conv1, conv2 = (n for n in ir.layers(net.ir.body) if n.op == "conv")
     bn = next(n for n in ir.layers(cnndsl.loads("input 3@8x8\nconv 4@3x3 -> bn").ir.body) if n.op == "bn")
-    choose = lambda n, train: REGISTRY[n.op].lowering(n.args, n.x, n.y, train)  # noqa: E731
+    choose = lambda n, train: LOWERINGS[n.op].choose(n.args, n.x, n.y, train, 1)  # noqa: E731
     monkeypatch.setenv("XLA_FLAGS", FLAG)
     assert (choose(conv1, True), choose(conv2, True), choose(conv2, False), choose(bn, True)) == (
         "shift",
@@ -337,6 +336,6 @@ def test_cpu_lowerings_only_under_the_xla_guard(monkeypatch):
         "xla",
         "dot",
     )
-    assert REGISTRY["conv"].lowering(conv2.args, conv2.x, conv2.y, True, batch=512) == "xla"  # 51,200 positions
+    assert LOWERINGS["conv"].choose(conv2.args, conv2.x, conv2.y, True, 512) == "xla"  # 51,200 positions
     monkeypatch.setenv("XLA_FLAGS", "")
     assert {choose(conv1, True), choose(conv2, True), choose(bn, True)} == {"xla"}

@@ -18,7 +18,7 @@ from jax import lax
 import cnndsl
 from cnndsl import config
 from cnndsl.backends.jax import onednn
-from cnndsl.ops import REGISTRY
+from cnndsl.backends.jax.lowerings import LOWERINGS
 
 OK, WHY = onednn.available()
 needs_onednn = pytest.mark.skipif(not OK, reason=f"oneDNN lowering unavailable: {WHY}")
@@ -55,7 +55,7 @@ def test_without_onednn_every_convolution_stays_with_xla(monkeypatch: pytest.Mon
     monkeypatch.setattr(onednn, "available", lambda: (False, "not installed (test)"))
     net = cnndsl.loads("input 3@8x8\nconv 4@3x3 p1 -> relu -> gap -> dense 2")
     conv = net.ir.body.items[0]
-    assert "onednn" not in REGISTRY["conv"].candidate_lowerings(conv.args, conv.x, conv.y, True)
+    assert "onednn" not in LOWERINGS["conv"].candidates(conv.args, conv.x, conv.y, True)
     variables, apply = net.functional(jax.random.key(0))
     x = jnp.ones((2, 8, 8, 3))
     np.testing.assert_array_equal(
@@ -118,7 +118,7 @@ def test_a_whole_train_step_equals_xla_and_the_autotuner_may_choose_it() -> None
     for a, b in zip(jax.tree.leaves(g_dnn), jax.tree.leaves(g_ref)):
         assert _rel(a, b) < 1e-4
     conv = net.ir.body.items[0]
-    assert "onednn" in REGISTRY["conv"].candidate_lowerings(conv.args, conv.x, conv.y, True)
+    assert "onednn" in LOWERINGS["conv"].candidates(conv.args, conv.x, conv.y, True)
 
 
 def test_the_cache_folder_is_private(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
