@@ -148,6 +148,6 @@ def conv_onednn(x: Any, kernel: Any, strides, padding, dilation, groups: int, ou
     """`x: (N, H, W, C)`, `kernel: (KH, KW, C/groups, F)` -> `(N, OH, OW, F)` by oneDNN.
 
     strides, padding (before, after), dilation and `out_size` in *written* order (width
-    first), like `ops.conv.conv_apply`; `out_size` is the IR's output size, never re-derived."""
+    first), like `kernels.conv.conv_apply`; `out_size` is the IR's output size, never re-derived."""
     rev = lambda t: tuple(tuple(v) if isinstance(v, (tuple, list)) else int(v) for v in tuple(t)[::-1])  # noqa: E731
     return _conv(x, kernel, rev(strides), rev(padding), rev(dilation), int(groups), rev(out_size))
