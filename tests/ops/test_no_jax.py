@@ -41,6 +41,10 @@ def test_no_module_in_ops_imports_jax() -> None:
             else:
                 continue
             for name in names:
-                if name.split(".")[0] in ("jax", "jaxlib", "flax") or ".backends" in name or name.startswith("backends"):
+                if (
+                    name.split(".")[0] in ("jax", "jaxlib", "flax")
+                    or ".backends" in name
+                    or name.startswith("backends")
+                ):
                     found.append(f"{path.name}:{node.lineno}: {name}")
     assert found == [], "ops/ imports JAX or a backend: " + "; ".join(found)
