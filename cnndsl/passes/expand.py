@@ -36,7 +36,9 @@ from ..ops.base import (
     lookup,
 )
 from ..shape import Shape
-from ..syntax import ast
+from ..syntax import ast, binder
+from ..syntax.binder import REQUIRED, Callee, Given, P
+from ..syntax.values import NUMBER
 
 
 @dataclass
@@ -254,41 +256,26 @@ class _Expander:
 
 
 def bind_call(b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
-    """The environment of a call's block body: its parameters' values, in definition order."""
-    names = [p.name for p in b.params]
-    known = set(names)
+    """The environment of a call's block body: its parameters' values, in definition order
+    (bound by the one binder; a default is evaluated with the parameters before it)."""
     sig = f"{b.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in b.params) + ")"
-    if len(it.args) > len(names):
-        raise ArgumentError(
-            f"`{b.name}` takes {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(it.args)}",
-            it.span,
-            notes=[f"`block {sig}` is defined at {b.span}"],
-        )
-    values: dict[str, Fraction] = {}
-    for p, e in zip(b.params, it.args):
-        values[p.name] = evaluate(e, env)
-    for k, e in it.kwargs:
-        if k not in known:
-            raise CnnNameError(
-                f"`{b.name}` has no parameter `{k}`",
-                it.span,
-                hints=did_you_mean(k, names) or [f"it is defined as `block {sig}`"],
-            )
-        if k in values:
-            raise ArgumentError(f"`{k}` is given twice to `{b.name}`", it.span)
-        values[k] = evaluate(e, env)
+    defined = f"`block {sig}` is defined at {b.span}"
+    params = tuple(
+        P(p.name, NUMBER, REQUIRED if p.default is None else p.default, positional=True, doc=f"a value for `{p.name}`")
+        for p in b.params
+    )
+    callee = Callee(
+        b.name,
+        params,
+        noun="parameter",
+        notes=(defined,),
+        unknown_hints=lambda _key: [f"it is defined as `block {sig}`"],
+    )
+    given = [*(Given(None, e, it.span) for e in it.args), *(Given(k, e, it.span) for k, e in it.kwargs)]
+    values = binder.bind(callee, given, env, it.span, defaults=False)
     inner: Env = {}
     for p in b.params:
-        if p.name in values:
-            inner[p.name] = values[p.name]
-        elif p.default is not None:
-            inner[p.name] = evaluate(p.default, inner)
-        else:
-            raise ArgumentError(
-                f"`{b.name}` needs a value for `{p.name}`",
-                it.span,
-                notes=[f"`block {sig}` is defined at {b.span}"],
-            )
+        inner[p.name] = values[p.name] if p.name in values else evaluate(p.default, inner)
     return inner
 
 

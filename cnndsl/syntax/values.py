@@ -339,6 +339,8 @@ def _bool_conv(v: ast.Value, env: Env, span: Span) -> bool:
     raise ArgumentError(f"expected `true` or `false`, got `{value_text(v)}`", span)
 
 
+# A number as an expression computes it, exactly: block parameters take these.
+NUMBER = Kind("a number", lambda v, env, span: evaluate(v, env), fmt=fmt_num)
 INT = _int_kind(1)
 INT0 = _int_kind(0)
 SIZE = _size_kind(1)
