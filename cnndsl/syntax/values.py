@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ArgumentError, CnnNameError, Span, did_you_mean
 from ..shape import fmt_size
-from . import ast
+from . import ast, fmt
 
 Env = dict[str, Fraction]
 EXPRS = (ast.Num, ast.Var, ast.BinOp, ast.Neg, ast.Func)
@@ -173,36 +173,13 @@ def as_int(v: Fraction, span: Span | None, what: str, expr: ast.Expr | None = No
 
 
 def expr_text(e: ast.Expr | None) -> str:
-    match e:
-        case ast.Num(value=v, text=t):
-            return t or str(v)
-        case ast.Var(name=n):
-            return n
-        case ast.Neg(operand=o):
-            return f"-{expr_text(o)}"
-        case ast.BinOp(op=op, left=a, right=b):
-            return f"{expr_text(a)}{op}{expr_text(b)}"
-        case ast.Func(name=n, args=args, kwargs=kw):
-            return f"{n}(" + ", ".join([*(expr_text(x) for x in args), *(f"{k}={expr_text(x)}" for k, x in kw)]) + ")"
-    return "?"
+    """An expression as written, for messages: the formatter's printer (`fmt.expr`)."""
+    return fmt.expr(e) if isinstance(e, EXPRS) else "?"
 
 
 def value_text(v: ast.Value) -> str:
-    """An argument value as written (block parameters unevaluated)."""
-    match v:
-        case ast.Size(dims=d):
-            return fmt_size(d)
-        case ast.SizeExpr(dims=ds):
-            return "x".join(expr_text(x) if isinstance(x, ast.Num) else f"({expr_text(x)})" for x in ds)
-        case ast.Range(start=a, stop=b):
-            return f"{expr_text(a)}:{expr_text(b)}"
-        case ast.DepthDims(depth=d, dims=ds):
-            return f"{expr_text(d)}@" + "x".join(expr_text(x) for x in ds)
-        case ast.Tuple(items=xs):
-            return "(" + ", ".join(value_text(x) for x in xs) + ")"  # items: numbers or tuples (kernel rows)
-        case ast.Str(value=t):
-            return f'"{t}"'
-    return expr_text(v)  # type: ignore[arg-type]
+    """An argument value as written (block parameters unevaluated): `fmt.value`."""
+    return fmt.value(v)
 
 
 def fmt_num(v: Fraction | float | int) -> str:

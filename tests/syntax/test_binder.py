@@ -116,3 +116,9 @@ def test_train_call_values_are_converted_by_their_kinds() -> None:
     cfg = settings_to_config(parse("train { schedule = step(2, gamma=0.5) augment = crop(pad=2) }").train)
     assert (cfg.schedule, dict(cfg.schedule_args), cfg.crop) == ("step", {"every": 2.0, "gamma": 0.5}, 2)
     assert _train_error("schedule = step(every=0)").message == "`schedule`'s `every=` must be at least 1, got 0"
+
+
+def test_messages_print_expressions_as_the_formatter_does() -> None:
+    """One printer (`fmt.expr`): a message's expression keeps the parentheses it needs."""
+    e = _net_error("block b(c) {\n  conv c/(c+1)@3x3\n}\ninput 3@8x8\nb(2)")
+    assert e.message == "the filter count must be a whole number, got 0.666667 (c/(c + 1) = 2/3)"
