@@ -29,7 +29,7 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
     match e:
         case ast.Num(value=v):
             return in_range(v, e)
-        case ast.Func(name=name, args=args, kwargs=kwargs):
+        case ast.Func(name=name):
             fn = FUNCTIONS.get(name)
             if fn is None:
                 raise CnnNameError(
@@ -38,7 +38,7 @@ def evaluate(e: ast.Expr, env: Env) -> Fraction:
                     hints=did_you_mean(name, FUNCTIONS)
                     or [f"the functions are {', '.join(f'`{f}`' for f in FUNCTIONS)}; a block call follows `->`"],
                 )
-            return in_range(fn.call(e, [evaluate(a, env) for a in args], {k: evaluate(v, env) for k, v in kwargs}), e)
+            return in_range(fn.call(e, env), e)
         case ast.Var(name=n):
             if n not in env:
                 known = "the names here are the block's parameters: " + ", ".join(f"`{k}`" for k in env)
@@ -107,30 +107,26 @@ class Function:
     fn: Callable[..., Fraction]
     doc: str
 
-    def call(self, e: ast.Func, args: list[Fraction], kwargs: dict[str, Fraction]) -> Fraction:
-        usage = [f"usage: `{self.name}({', '.join(self.params)})`"]
+    def call(self, e: ast.Func, env: Env) -> Fraction:
+        """The value of the call `e`, its arguments bound by the one binder and evaluated in `env`."""
+        # binding evaluates arguments, and evaluating a call binds them: the binder is imported here
+        from .binder import REQUIRED, Callee, Given, P, bind
+
+        usage = (f"usage: `{self.name}({', '.join(self.params)})`",)
         if self.params == ("...",):
-            if kwargs or not args:
-                raise ArgumentError(f"`{self.name}` takes one or more numbers", e.span, hints=usage)
-            return self.fn(*args)
-        if len(args) > len(self.params):
-            raise ArgumentError(
-                f"`{self.name}` takes at most {len(self.params)} arguments, got {len(args)}", e.span, hints=usage
-            )
-        values = dict(zip(self.params, args))
-        for k, v in kwargs.items():
-            if k not in self.params:
-                raise ArgumentError(f"`{self.name}` has no argument `{k}`", e.span, hints=usage)
-            if k in values:
-                raise ArgumentError(f"`{k}` is given twice to `{self.name}`", e.span)
-            values[k] = v
-        missing = [p for p in self.params[: self.required] if p not in values]
-        if missing:
-            raise ArgumentError(f"`{self.name}` needs a value for `{missing[0]}`", e.span, hints=usage)
+            if e.kwargs or not e.args:
+                raise ArgumentError(f"`{self.name}` takes one or more numbers", e.span, hints=list(usage))
+            return self.fn(*(evaluate(a, env) for a in e.args))
+        params = tuple(
+            P(p, NUMBER, REQUIRED if i < self.required else None, positional=True, doc=f"a value for `{p}`")
+            for i, p in enumerate(self.params)
+        )
+        given = [*(Given(None, a, e.span) for a in e.args), *(Given(k, v, e.span) for k, v in e.kwargs)]
+        values = bind(Callee(self.name, params, usage=usage), given, env, e.span, defaults=False)
         try:
             return self.fn(**values)
         except ValueError as err:
-            raise ArgumentError(f"`{expr_text(e)}`: {err}", e.span, hints=usage) from None
+            raise ArgumentError(f"`{expr_text(e)}`: {err}", e.span, hints=list(usage)) from None
 
 
 def make_divisible(v: Fraction, divisor: Fraction, min_value: Fraction | None = None) -> Fraction:

@@ -122,3 +122,16 @@ def test_messages_print_expressions_as_the_formatter_does() -> None:
     """One printer (`fmt.expr`): a message's expression keeps the parentheses it needs."""
     e = _net_error("block b(c) {\n  conv c/(c+1)@3x3\n}\ninput 3@8x8\nb(2)")
     assert e.message == "the filter count must be a whole number, got 0.666667 (c/(c + 1) = 2/3)"
+
+
+def test_functions_in_expressions_are_bound_by_the_same_binder() -> None:
+    unknown = _net_error("input 3@8x8\nconv make_divisible(8, divisr=2)@3x3")
+    assert unknown.message == "`make_divisible` has no argument `divisr`"
+    assert "`divisor`" in unknown.hints[0]
+    extra = _net_error("input 3@8x8\nconv make_divisible(8, 2, 1, 4)@3x3")
+    assert extra.message == "`make_divisible` takes 3 arguments, got 4"
+    twice = _net_error("input 3@8x8\nconv make_divisible(8, 2, divisor=4)@3x3")
+    assert twice.message == "`divisor` is given twice to `make_divisible`"
+    assert (
+        compile_text("input 3@8x8\nconv make_divisible(9, divisor=4)@3x3").output.depth == 12
+    )  # 8 is over 10% below 9
