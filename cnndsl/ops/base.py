@@ -3,7 +3,8 @@
 An op declares its arguments (`params`), and implements its shape rule (`infer`), parameter
 count (`count`), multiply-accumulates (`macs`), receptive-field effect (`window`) and its
 JAX lowering (`init`, `apply`). The grammar knows none of this: a layer is a name with
-positional arguments and options, bound here against the op's declaration.
+positional arguments and options, bound against the op's declaration by the language's one
+binder (`syntax/binder.py`; the value kinds such as `INT` and `SIZE` are in `syntax/values.py`).
 
 Conventions: a MAC is one multiply-add and counts as 2 FLOPs; activations, pooling,
 normalisation and merges count 0 MACs. Spatial tuples are in written order (width first).
