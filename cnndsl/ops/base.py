@@ -13,6 +13,7 @@ JAX is imported only inside `init`/`apply`, never at import time.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -187,6 +188,7 @@ class Op:
     def apply(self, a: Args, p: dict[str, Any], x: Any, ctx: ApplyCtx) -> Any:
         raise NotImplementedError(self.name)
 
+    @functools.cached_property
     def callee(self) -> Callee:
         """What the binder needs to know of this op: its name, parameters and usage."""
         return Callee(self.name, self.params, noun="option", call=False, usage=(_accepts(self),))
@@ -309,7 +311,7 @@ def foreign_hint(name: str) -> str | None:
 
 def bind(op: Op, layer: ast.Layer, env: Env) -> Args:
     """Bind a written layer's arguments to `op.params` (the one binder, `syntax/binder.py`)."""
-    return bind_layer(op.callee(), layer, env, REGISTRY, FOREIGN_NAMES)
+    return bind_layer(op.callee, layer, env, REGISTRY, FOREIGN_NAMES)
 
 
 def _accepts(op: Op) -> str:

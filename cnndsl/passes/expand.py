@@ -91,6 +91,7 @@ class _Expander:
                 raise ArgumentError(f"block `{b.name}` has two parameters named `{dup}`", b.span)
             self.blocks[b.name] = b
         self.stack: list[str] = []
+        self.callees: dict[str, Callee] = {}
         self.bound: dict[tuple[int, tuple], tuple[Op, Args, str]] = {}
         self.sites: tuple[ir.Site, ...] = ()
         self.scopes: list[_Scope] = []
@@ -252,25 +253,31 @@ class _Expander:
         return ir.Group(block=it.block, text=text, path=path, body=body, span=it.span)
 
     def _bind_call(self, b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
-        return bind_call(b, it, env)
+        if b.name not in self.callees:
+            self.callees[b.name] = block_callee(b)
+        return bind_call(b, self.callees[b.name], it, env)
 
 
-def bind_call(b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
-    """The environment of a call's block body: its parameters' values, in definition order
-    (bound by the one binder; a default is evaluated with the parameters before it)."""
+def block_callee(b: ast.BlockDef) -> Callee:
+    """A block's parameters as the binder takes them (a default is an expression, evaluated
+    by `bind_call` with the parameters before it)."""
     sig = f"{b.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in b.params) + ")"
-    defined = f"`block {sig}` is defined at {b.span}"
     params = tuple(
         P(p.name, NUMBER, REQUIRED if p.default is None else p.default, positional=True, doc=f"a value for `{p.name}`")
         for p in b.params
     )
-    callee = Callee(
+    return Callee(
         b.name,
         params,
         noun="parameter",
-        notes=(defined,),
+        notes=(f"`block {sig}` is defined at {b.span}",),
         unknown_hints=lambda _key: [f"it is defined as `block {sig}`"],
     )
+
+
+def bind_call(b: ast.BlockDef, callee: Callee, it: ast.Call, env: Env) -> Env:
+    """The environment of a call's block body: its parameters' values, in definition order,
+    bound by the one binder against `callee` (`block_callee(b)`)."""
     given = [*(Given(None, e, it.span) for e in it.args), *(Given(k, e, it.span) for k, e in it.kwargs)]
     values = binder.bind(callee, given, env, it.span, defaults=False)
     inner: Env = {}
@@ -296,6 +303,7 @@ class _Sizer:
 
     def __init__(self, blocks: dict[str, ast.BlockDef]) -> None:
         self.blocks = blocks
+        self.callees = {name: block_callee(b) for name, b in blocks.items()}
         self.memo: dict[tuple[str, tuple[Fraction, ...]], int] = {}
         self.stack: list[str] = []
         self.work = 0
@@ -323,7 +331,7 @@ class _Sizer:
         if b is None or it.block in self.stack:
             return 0
         try:
-            inner = bind_call(b, it, env)
+            inner = bind_call(b, self.callees[b.name], it, env)
         except CnnError:
             return 0
         key = (b.name, tuple(inner.values()))

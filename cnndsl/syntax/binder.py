@@ -11,11 +11,12 @@ short forms (`s2`, `p(k//2)`, bare flags) into the same `Given` arguments.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ArgumentError, CnnError, CnnNameError, Span, did_you_mean
 from . import ast
@@ -108,9 +109,25 @@ class Callee:
     unknown_hints: Callable[[str], list[str]] | None = None
     error: Callable[..., CnnError] = _error
 
+    # the parameters by how they are written, computed once per callee
+    @functools.cached_property
+    def by_name(self) -> dict[str, P]:
+        return {p.name: p for p in self.params}
 
-@dataclass(frozen=True)
-class Given:
+    @functools.cached_property
+    def shorts(self) -> dict[str, P]:
+        return {p.short: p for p in self.params if p.short}
+
+    @functools.cached_property
+    def flags(self) -> dict[str, tuple[P, Any]]:
+        return {w: (p, v) for p in self.params for w, v in p.flags}
+
+    @functools.cached_property
+    def positional(self) -> list[P]:
+        return [p for p in self.params if p.positional]
+
+
+class Given(NamedTuple):
     """One written argument: `key=value` or positional (`key is None`).
 
     `converted`: `value` is already the Python value (a flag word such as `nobias`). `bare`: a
@@ -140,9 +157,7 @@ def bind(callee: Callee, given: Iterable[Given], env: Env, at: Any, *, defaults:
     name, params = callee.name, callee.params
     values: dict[str, Any] = {}
     first: dict[str, Any] = {}
-    by_name = {p.name: p for p in params}
-    shorts = {p.short: p for p in params if p.short}
-    positional = [p for p in params if p.positional]
+    by_name, shorts, positional = callee.by_name, callee.shorts, callee.positional
     if callee.call:
         n, got = len(positional), sum(g.key is None for g in given)
         if got > n:
@@ -248,10 +263,7 @@ def bind_layer(callee: Callee, layer: ast.Layer, env: Env, layers: Container[str
     Reads the layer's forms into `Given`s for `bind`: `key=value`, a bare flag (`nobias`), a
     short option (`s2`, `s(k)`, `p(k/2)x0`) and positional values. `layers` and `foreign`
     (layer names, and other frameworks' names) tell a missing `->` from a wrong argument."""
-    params = callee.params
-    by_name = {p.name: p for p in params}
-    shorts = {p.short: p for p in params if p.short}
-    flags = {w: (p, v) for p in params for w, v in p.flags}
+    by_name, shorts, flags = callee.by_name, callee.shorts, callee.flags
 
     def read(i: int, arg: ast.Arg) -> Given:
         v = arg.value
