@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import nested
 from ..errors import ArgumentError, DataError, did_you_mean
 from .files import StateDict, read_state_dict
 from .layout import IGNORED, TORCH_BN_EPS, TORCH_LN_EPS, Slot, fmt, slots
@@ -226,7 +227,7 @@ def import_state_dict(
             if v.dtype != np.float32:
                 casts.add(f"{v.dtype} -> float32")
                 v = v.astype(np.float32)
-            _put(out, coll, s.layer, mine, s.to_cnndsl(tname, v))
+            nested.put(out.setdefault(coll, {}), s.layer, mine, s.to_cnndsl(tname, v))
             rows.append(Row(m.key(tname), f"{coll}.{s.layer}.{mine}", there, here, s.transform(tname)))
     if casts:
         notes.append("cast " + ", ".join(sorted(casts)))
@@ -234,9 +235,9 @@ def import_state_dict(
         init = net.init(k)
         for layer in fresh:
             for coll in ("params", "batch_stats"):
-                node = _get(init.get(coll, {}), layer)
+                node = nested.at(init.get(coll, {}), layer)
                 for name, v in (node or {}).items():
-                    _put(out, coll, layer, name, np.asarray(v))
+                    nested.put(out.setdefault(coll, {}), layer, name, np.asarray(v))
         if "fixed" in init:
             out["fixed"] = jax.tree.map(np.asarray, init["fixed"])
     notes += _eps_notes([p[0] for p in pairs], module_eps, {s.layer: m.prefix for s, _, m in pairs})
@@ -273,7 +274,7 @@ def export_state_dict(
         if s.alt is not None and (s.layer in other or prefix in other):
             s = s.alt
         for tname, (coll, mine, _, _) in s.arrays.items():
-            v = np.asarray(_get(variables[coll], s.layer)[mine], np.float32)
+            v = np.asarray(nested.at(variables[coll], s.layer)[mine], np.float32)
             out[f"{prefix}.{tname}"] = s.to_torch(tname, v)
         if s.op == "bn":
             out[f"{prefix}.num_batches_tracked"] = np.array(0, np.int64)
@@ -475,20 +476,6 @@ def _momentum(matched: list[Slot]) -> list[str]:
             "(torchvision trains with 0.1, i.e. `bn momentum=0.9`)"
         )
     return notes
-
-
-def _put(tree: dict[str, Any], coll: str, layer: str, name: str, value: Any) -> None:
-    node = tree.setdefault(coll, {})
-    for part in layer.split("."):
-        node = node.setdefault(part, {})
-    node[name] = value
-
-
-def _get(tree: dict[str, Any], layer: str) -> Any:
-    node: Any = tree
-    for part in layer.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def read_map(path: str | Path) -> dict[str, str]:

@@ -36,7 +36,9 @@ from ..ops.base import (
     lookup,
 )
 from ..shape import Shape
-from ..syntax import ast
+from ..syntax import ast, binder
+from ..syntax.binder import REQUIRED, Callee, Given, P
+from ..syntax.values import NUMBER
 
 
 @dataclass
@@ -89,6 +91,7 @@ class _Expander:
                 raise ArgumentError(f"block `{b.name}` has two parameters named `{dup}`", b.span)
             self.blocks[b.name] = b
         self.stack: list[str] = []
+        self.callees: dict[str, Callee] = {}
         self.bound: dict[tuple[int, tuple], tuple[Op, Args, str]] = {}
         self.sites: tuple[ir.Site, ...] = ()
         self.scopes: list[_Scope] = []
@@ -250,45 +253,36 @@ class _Expander:
         return ir.Group(block=it.block, text=text, path=path, body=body, span=it.span)
 
     def _bind_call(self, b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
-        return bind_call(b, it, env)
+        if b.name not in self.callees:
+            self.callees[b.name] = block_callee(b)
+        return bind_call(b, self.callees[b.name], it, env)
 
 
-def bind_call(b: ast.BlockDef, it: ast.Call, env: Env) -> Env:
-    """The environment of a call's block body: its parameters' values, in definition order."""
-    names = [p.name for p in b.params]
-    known = set(names)
+def block_callee(b: ast.BlockDef) -> Callee:
+    """A block's parameters as the binder takes them (a default is an expression, evaluated
+    by `bind_call` with the parameters before it)."""
     sig = f"{b.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in b.params) + ")"
-    if len(it.args) > len(names):
-        raise ArgumentError(
-            f"`{b.name}` takes {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(it.args)}",
-            it.span,
-            notes=[f"`block {sig}` is defined at {b.span}"],
-        )
-    values: dict[str, Fraction] = {}
-    for p, e in zip(b.params, it.args):
-        values[p.name] = evaluate(e, env)
-    for k, e in it.kwargs:
-        if k not in known:
-            raise CnnNameError(
-                f"`{b.name}` has no parameter `{k}`",
-                it.span,
-                hints=did_you_mean(k, names) or [f"it is defined as `block {sig}`"],
-            )
-        if k in values:
-            raise ArgumentError(f"`{k}` is given twice to `{b.name}`", it.span)
-        values[k] = evaluate(e, env)
+    params = tuple(
+        P(p.name, NUMBER, REQUIRED if p.default is None else p.default, positional=True, doc=f"a value for `{p.name}`")
+        for p in b.params
+    )
+    return Callee(
+        b.name,
+        params,
+        noun="parameter",
+        notes=(f"`block {sig}` is defined at {b.span}",),
+        unknown_hints=lambda _key: [f"it is defined as `block {sig}`"],
+    )
+
+
+def bind_call(b: ast.BlockDef, callee: Callee, it: ast.Call, env: Env) -> Env:
+    """The environment of a call's block body: its parameters' values, in definition order,
+    bound by the one binder against `callee` (`block_callee(b)`)."""
+    given = [*(Given(None, e, it.span) for e in it.args), *(Given(k, e, it.span) for k, e in it.kwargs)]
+    values = binder.bind(callee, given, env, it.span, defaults=False)
     inner: Env = {}
     for p in b.params:
-        if p.name in values:
-            inner[p.name] = values[p.name]
-        elif p.default is not None:
-            inner[p.name] = evaluate(p.default, inner)
-        else:
-            raise ArgumentError(
-                f"`{b.name}` needs a value for `{p.name}`",
-                it.span,
-                notes=[f"`block {sig}` is defined at {b.span}"],
-            )
+        inner[p.name] = values[p.name] if p.name in values else evaluate(p.default, inner)
     return inner
 
 
@@ -309,6 +303,7 @@ class _Sizer:
 
     def __init__(self, blocks: dict[str, ast.BlockDef]) -> None:
         self.blocks = blocks
+        self.callees = {name: block_callee(b) for name, b in blocks.items()}
         self.memo: dict[tuple[str, tuple[Fraction, ...]], int] = {}
         self.stack: list[str] = []
         self.work = 0
@@ -336,7 +331,7 @@ class _Sizer:
         if b is None or it.block in self.stack:
             return 0
         try:
-            inner = bind_call(b, it, env)
+            inner = bind_call(b, self.callees[b.name], it, env)
         except CnnError:
             return 0
         key = (b.name, tuple(inner.values()))

@@ -16,8 +16,8 @@ import lark
 from lark import Token, Transformer, v_args
 
 from ..errors import CnnSyntaxError, Source, Span
-from ..ops.base import RANGE_HINT, out_of_range
 from . import ast
+from .values import RANGE_HINT, out_of_range
 
 # Lark terminal names -> what a user would call them.
 _TOKEN_WORDS = {

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from .. import nested
 from ..errors import DataError
 
 FORMAT = "cnndsl-checkpoint"
@@ -248,10 +249,8 @@ def _to_host(node: Any, path: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
 
 def _wrap_keys(state: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     for dotted, impl in keys.items():
-        *parents, last = dotted.split(".")
-        node = state
-        for p in parents:
-            node = node[p]
+        *parents, last = nested.path_of(dotted)
+        node = nested.at(state, tuple(parents))
         node[last] = jax.random.wrap_key_data(node[last], impl=impl)
     return state
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, CnnWarning, Span, did_you_mean
 from ..syntax import ast
+from ..syntax.binder import REQUIRED, Callee, Given, P, bind
+from ..syntax.values import Kind, boolean, evaluate
 
 # Optimizers and their keyword arguments with defaults (`lr` first: a positional argument).
 OPTIMIZERS: dict[str, dict[str, float | bool]] = {
@@ -43,7 +45,6 @@ SCHEDULES: dict[str, dict[str, float | None]] = {
 LOSSES = ("crossentropy", "mse", "bce")
 NORMALIZE = {"none": "none", "scale": "0-1", "0-1": "0-1", "standardize": "standardize"}
 AUGMENTATIONS: dict[str, dict[str, float | None]] = {"crop": {"pad": 4}, "flip": {}}
-TRUE, FALSE = ("true", "yes", "on"), ("false", "no", "off")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,8 +166,6 @@ class _Where:
 
 
 def _number(node: Any, w: _Where, what: str) -> Fraction:
-    from ..ops.base import evaluate
-
     if isinstance(node, (ast.Num, ast.Neg, ast.BinOp)):
         return evaluate(node, {})
     raise w.error(ArgumentError, f"`{w.setting.key}` needs {what}, got {_describe(node)}", node)
@@ -225,11 +224,10 @@ def _short(v: int) -> str:
 
 
 def _bool(node: Any, w: _Where) -> bool:
-    name = node.name.lower() if isinstance(node, ast.Var) else node.value.lower() if isinstance(node, ast.Str) else None
-    if isinstance(node, ast.Num) and node.value in (0, 1):
-        return bool(node.value)
-    if name in TRUE or name in FALSE:
-        return name in TRUE
+    """`true` or `false`, the words a layer's boolean option takes (`values.BOOLEANS`)."""
+    b = boolean(node)
+    if b is not None:
+        return b
     raise w.error(ArgumentError, f"`{w.setting.key}` is `true` or `false`, got {_describe(node)}", node)
 
 
@@ -255,8 +253,16 @@ def _choice(node: Any, w: _Where, choices: Iterable[str]) -> str:
     return name
 
 
-def _call(node: Any, w: _Where, table: Mapping[str, Mapping[str, Any]], what: str) -> tuple[str, dict[str, Any]]:
-    """`name` or `name(a, key=b)` checked against `table[name]`'s arguments (in order)."""
+# How one argument of a `train` call is read (`_float(v, w, lo=0)`, `_bool`).
+Read = Callable[[Any, _Where], Any]
+
+
+def _call(
+    node: Any, w: _Where, table: Mapping[str, Mapping[str, Any]], what: str, read: Callable[[str, str], Read]
+) -> tuple[str, dict[str, Any]]:
+    """`name` or `name(a, key=b)`, bound by the one binder to `table[name]`'s arguments (in
+    order; a default of None: required), each value read by `read(name, key)`; only the
+    arguments written are returned."""
     if isinstance(node, ast.SettingCall):
         name, args, kwargs = node.name, node.args, node.kwargs
     else:
@@ -270,32 +276,26 @@ def _call(node: Any, w: _Where, table: Mapping[str, Mapping[str, Any]], what: st
             hints=did_you_mean(name, table),
         )
     known = table[name]
-    out: dict[str, Any] = {}
-    if len(args) > len(known):
-        raise w.error(ArgumentError, f"`{name}` takes at most {len(known)} positional arguments", node)
-    for key, value in zip(known, args, strict=False):
-        out[key] = value
-    for key, value in kwargs:
-        if key not in known:
-            raise w.error(
-                CnnNameError,
-                f"`{name}` has no argument `{key}`",
-                value,
-                notes=[f"`{name}` takes " + (", ".join(f"`{k}`" for k in known) or "no arguments")],
-                hints=did_you_mean(key, known) or _other_spelling(key, known),
-            )
-        if key in out:
-            raise w.error(ArgumentError, f"`{name}` got `{key}` twice", value)
-        out[key] = value
-    missing = [k for k, v in known.items() if v is None and k not in out]
-    if missing:
-        raise w.error(
-            ArgumentError,
-            f"`{name}` needs `{missing[0]}=`",
-            node,
-            hints=[f"e.g. `{name}({missing[0]}=10)`"],
-        )
-    return name, out
+    required = [k for k, v in known.items() if v is None]
+    params = tuple(
+        P(k, _kind(read(name, k), w), REQUIRED if d is None else d, positional=True, doc=f"`{k}=`")
+        for k, d in known.items()
+    )
+    callee = Callee(
+        name,
+        params,
+        usage=(f"e.g. `{name}({required[0]}=10)`",) if required else (),
+        unknown_notes=(f"`{name}` takes " + (", ".join(f"`{k}`" for k in known) or "no arguments"),),
+        unknown_hints=lambda key: _other_spelling(key, known),
+        error=w.error,
+    )
+    given = [*(Given(None, v, v) for v in args), *(Given(k, v, v) for k, v in kwargs)]
+    return name, bind(callee, given, {}, node, defaults=False)
+
+
+def _kind(read: Read, w: _Where) -> Kind:
+    """A value kind reading a `train` value at `w` (its messages name the setting)."""
+    return Kind("a value", lambda v, env, span: read(v, w))
 
 
 # Other libraries' names for the arguments (Keras, PyTorch, optax), for the hint.
@@ -415,16 +415,16 @@ def _read_normalize(v: Any, w: _Where) -> dict[str, Any]:
     return {"normalize": NORMALIZE[_choice(v, w, NORMALIZE)]}
 
 
+def _optimizer_arg(name: str, k: str) -> Read:
+    if isinstance(OPTIMIZERS[name][k], bool):
+        return _bool
+    if k == "lr":
+        return lambda v, w: _float(v, w, lo=0)
+    return lambda v, w: _float(v, w, lo=0, hi=1, open_hi=k in ("b1", "b2", "decay", "momentum"))
+
+
 def _read_optimizer(v: Any, w: _Where) -> dict[str, Any]:
-    name, kw = _call(v, w, OPTIMIZERS, "optimizer")
-    args: dict[str, float | bool] = {}
-    for k, node in kw.items():
-        if isinstance(OPTIMIZERS[name][k], bool):
-            args[k] = _bool(node, w)
-        elif k == "lr":
-            args[k] = _float(node, w, lo=0)
-        else:
-            args[k] = _float(node, w, lo=0, hi=1, open_hi=k in ("b1", "b2", "decay", "momentum"))
+    name, args = _call(v, w, OPTIMIZERS, "optimizer", _optimizer_arg)
     if name == "sgd" and args.get("nesterov") and not args.get("momentum"):
         raise w.error(
             ArgumentError,
@@ -435,19 +435,23 @@ def _read_optimizer(v: Any, w: _Where) -> dict[str, Any]:
     return {"optimizer": name, "opt_args": tuple(args.items())}
 
 
+def _schedule_arg(name: str, k: str) -> Read:
+    if k in ("every", "steps"):
+        return lambda v, w: float(_int(v, w, lo=1, arg=k))
+    if k == "gamma":
+        return lambda v, w: _float(v, w, lo=0, hi=1)
+    return lambda v, w: _float(v, w, lo=0)
+
+
 def _read_schedule(v: Any, w: _Where) -> dict[str, Any]:
-    name, kw = _call(v, w, SCHEDULES, "schedule")
-    args: dict[str, float] = {}
-    for k, node in kw.items():
-        if k in ("every", "steps"):
-            args[k] = float(_int(node, w, lo=1, arg=k))
-        elif k == "gamma":
-            args[k] = _float(node, w, lo=0, hi=1)
-        else:
-            args[k] = _float(node, w, lo=0)
+    name, args = _call(v, w, SCHEDULES, "schedule", _schedule_arg)
     if name == "warmup":  # `schedule = warmup(steps=N)`: a constant rate after N warm-up steps
         return {"schedule": "constant", "schedule_args": (), "warmup": int(args["steps"])}
     return {"schedule": name, "schedule_args": tuple(args.items())}
+
+
+def _augment_arg(name: str, k: str) -> Read:
+    return lambda v, w: _int(v, w, lo=1, hi=CROP_MAX, arg=k)  # `crop(pad=P)`
 
 
 def _read_augment(v: Any, w: _Where) -> dict[str, Any]:
@@ -458,13 +462,9 @@ def _read_augment(v: Any, w: _Where) -> dict[str, Any]:
     for item in items:
         if isinstance(item, ast.Var) and item.name == "none" and len(items) == 1:
             return out
-        name, kw = _call(item, w, AUGMENTATIONS, "augmentation")
+        name, kw = _call(item, w, AUGMENTATIONS, "augmentation", _augment_arg)
         if name == "crop":
-            out["crop"] = (
-                _int(kw["pad"], w, lo=1, hi=CROP_MAX, arg="pad")
-                if "pad" in kw
-                else int(AUGMENTATIONS["crop"]["pad"] or 0)
-            )
+            out["crop"] = kw["pad"] if "pad" in kw else int(AUGMENTATIONS["crop"]["pad"] or 0)
         else:
             out["flip"] = True
     return out

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import DataError, did_you_mean
+from ..ops.preprocess import BT601
 from ..passes.memory import ENV as MEMORY_ENV
 from ..passes.memory import format_bytes, memory_limit
 from ..shape import Shape
@@ -381,8 +382,8 @@ def load_images(
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
-    """RGB (..., 3) -> (..., 1) with Pillow's "L" weights (ITU-R 601-2)."""
-    y = x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    """RGB (..., 3) -> (..., 1) with the `grayscale` layer's weights (ITU-R BT.601, Pillow's "L")."""
+    y = x.astype(np.float32) @ np.array(BT601, np.float32)
     return y[..., None] if x.dtype == np.float32 else np.rint(y)[..., None].astype(x.dtype)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .. import nested
 from ..errors import CnnNameError, did_you_mean
 
 Status = Literal["loaded", "shape mismatch", "missing in source", "extra in source", "excluded"]
@@ -159,7 +160,9 @@ def transfer(
         for (coll, name), value in theirs.items():
             mine = arrays[coll, name]
             same = getattr(value, "dtype", None) == getattr(mine, "dtype", None)
-            _node(out, coll, layer)[name] = value if same else value.astype(mine.dtype)
+            (out[coll] if layer == _ROOT else nested.at(out[coll], layer))[name] = (
+                value if same else value.astype(mine.dtype)
+            )
         casts = tuple(_array(k, theirs[k], arrays[k], cast=_cast(theirs[k], arrays[k])) for k in arrays)
         matches.append(LayerMatch(layer, "loaded", casts))
     for layer, arrays in src_layers.items():
@@ -258,16 +261,6 @@ def _cast(source: Any, here: Any) -> str:
 def _copy_dicts(node: Any) -> Any:
     """A copy of the dict structure that shares the arrays."""
     return {k: _copy_dicts(v) for k, v in node.items()} if isinstance(node, dict) else node
-
-
-def _node(out: dict[str, Any], coll: str, layer: str) -> dict[str, Any]:
-    """The dict of `layer` in collection `coll` of `out` (keys matched by their text)."""
-    node = out[coll]
-    if layer == _ROOT:
-        return node
-    for part in layer.split("."):
-        node = next(v for k, v in node.items() if str(k) == part)
-    return node
 
 
 def _fmt(shape: tuple[int, ...] | None) -> str:

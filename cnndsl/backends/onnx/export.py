@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ... import __version__, ir
+from ... import __version__, ir, nested
 from ...errors import ArgumentError, CnnError, DataError
 from ...ops import REGISTRY
 from ...passes.dataflow import Walker
@@ -68,17 +68,11 @@ def check_supported(net: ir.Network) -> None:
     )
 
 
-def _get(tree: Any, path: tuple[str, ...]) -> dict[str, Any]:
-    for part in path:
-        tree = tree.get(part, {}) if isinstance(tree, dict) else {}
-    return {k: v for k, v in tree.items() if not isinstance(v, dict)} if isinstance(tree, dict) else {}
-
-
 def _layer_vars(variables: dict, path: tuple[str, ...]) -> dict[str, Any]:
     """A layer's variables from every collection (params, batch_stats, fixed)."""
     out: dict[str, Any] = {}
     for coll in ("params", "batch_stats", "fixed"):
-        out.update(_get(variables.get(coll, {}), path))
+        out.update(nested.leaves_at(variables.get(coll, {}), path))
     return out
 
 
@@ -114,7 +108,7 @@ class _Emitter(Walker[str]):
 
     def layer(self, n: ir.Layer, x: str) -> tuple[ir.Layer, str]:
         v = _layer_vars(self.variables, n.path)
-        if n.fixed and not _get(self.variables.get("fixed", {}), n.path):
+        if n.fixed and not nested.leaves_at(self.variables.get("fixed", {}), n.path):
             v = {**_fixed_defaults(n), **v}
         y = EMITTERS[n.op](Emit(self.g, n, x, v, _doc(self.net, n)))
         self.g.record(y, n.y)
