@@ -38,14 +38,14 @@ class Row:
 
 def _group_totals(g: ir.Group) -> tuple[int, int, int]:
     p = f = m = 0
-    for n in ir.layers(g.body):
+    for n in ir.layers(g):
         p, f, m = p + n.params, f + n.fixed, m + n.macs
     return p, f, m
 
 
-def _last_rf(chain: ir.Chain) -> ir.RF | None:
+def _last_rf(tree: ir.Tree) -> ir.RF | None:
     rf = None
-    for _, n in ir.walk(chain):
+    for _, n in ir.walk(tree):
         rf = getattr(n, "rf", rf)
     return rf
 
@@ -67,7 +67,7 @@ def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
             collapsed = depth is not None and blocks == depth
             if collapsed:
                 index += 1
-            rf = _last_rf(n.body) if collapsed else None
+            rf = _last_rf(n) if collapsed else None
             out.append(
                 Row(
                     index if collapsed else None,
