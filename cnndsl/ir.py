@@ -198,33 +198,30 @@ def with_children(n: Node, chains: Sequence[Chain]) -> Node:
     return dataclasses.replace(n, branches=tuple(chains))  # type: ignore[arg-type]
 
 
-def _chains(tree: Tree) -> tuple[Chain, ...]:
-    if isinstance(tree, Network):
-        return (tree.body,)
-    if isinstance(tree, Chain):
-        return (tree,)
-    return (Chain(items=(tree,)),)
-
-
 def walk(tree: Tree) -> Iterator[tuple[tuple[Node, ...], Node]]:
     """Every node in `tree` (a network, a chain or a node) as `(outer, node)`, in execution
     order: a block instance before its body, a merge after its branches (they run first).
     `outer` holds the enclosing groups and merges, outermost first, so `len(outer)` is the
-    nesting depth (`report` counts only the groups towards `--depth`)."""
-    for chain in _chains(tree):
-        yield from _walk(chain, ())
+    nesting depth (`report` counts only the groups towards `--depth`); siblings share one
+    `outer` tuple."""
+    if isinstance(tree, Network):
+        return _walk(tree.body, ())
+    return _walk(tree if isinstance(tree, Chain) else Chain(items=(tree,)), ())
 
 
 def _walk(chain: Chain, outer: tuple[Node, ...]) -> Iterator[tuple[tuple[Node, ...], Node]]:
+    # `children`, inlined: this runs for every report row and pass
     for n in chain.items:
-        if isinstance(n, Merge):
+        if isinstance(n, Group):
+            yield outer, n
+            yield from _walk(n.body, (*outer, n))
+        elif isinstance(n, Merge):
+            inner = (*outer, n)
             for b in n.branches:
-                yield from _walk(b, (*outer, n))
+                yield from _walk(b, inner)
             yield outer, n
         else:
             yield outer, n
-            for c in children(n):
-                yield from _walk(c, (*outer, n))
 
 
 def layers(tree: Tree) -> Iterator[Layer]:
@@ -258,12 +255,21 @@ def rewrite(
 
 
 def _rewrite(c: Chain, node, chain) -> Chain:
-    items = tuple(rewrite(n, node, chain) for n in c.items)
+    items: list[Node] = []
+    same = True
+    for n in c.items:
+        m = n
+        if isinstance(m, (Group, Merge)):
+            m = with_children(m, [_rewrite(k, node, chain) for k in children(m)])
+        if node is not None:
+            m = node(m)
+        same = same and m is n
+        items.append(m)
     if chain is not None:
-        items = tuple(chain(items))
-    if len(items) == len(c.items) and all(a is b for a, b in zip(items, c.items)):
-        return c
-    return Chain(items=items)
+        out = tuple(chain(tuple(items)))
+        same = len(out) == len(c.items) and all(a is b for a, b in zip(out, c.items))
+        return c if same else Chain(items=out)
+    return c if same else Chain(items=tuple(items))
 
 
 # -- dataflow ------------------------------------------------------------------------------

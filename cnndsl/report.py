@@ -38,7 +38,7 @@ class Row:
 
 def _group_totals(g: ir.Group) -> tuple[int, int, int]:
     p = f = m = 0
-    for n in ir.layers(g):
+    for n in ir.layers(g.body):
         p, f, m = p + n.params, f + n.fixed, m + n.macs
     return p, f, m
 
@@ -55,8 +55,10 @@ def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
     those at `depth` shown as one row with their totals."""
     out: list[Row] = []
     index = 0
+    last: tuple[ir.Node, ...] | None = None
     for outer, n in ir.walk(net):  # execution order: branches before their merge, indented
-        d, blocks = len(outer), sum(isinstance(o, ir.Group) for o in outer)  # only blocks count to `depth`
+        if outer is not last:  # siblings share `outer`; only blocks count towards `depth`
+            last, d, blocks = outer, len(outer), sum(isinstance(o, ir.Group) for o in outer)
         if depth is not None and blocks > depth:
             continue
         y = getattr(n, "y", None)
@@ -67,7 +69,7 @@ def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
             collapsed = depth is not None and blocks == depth
             if collapsed:
                 index += 1
-            rf = _last_rf(n) if collapsed else None
+            rf = _last_rf(n.body) if collapsed else None
             out.append(
                 Row(
                     index if collapsed else None,
