@@ -8,8 +8,8 @@ re-parses text. Spans and call sites are excluded from equality.
 Names: a layer's `path` is its scope path plus its name, e.g. `("basic2", "conv1")`; this is
 the key of its variables (`params["basic2"]["conv1"]["kernel"]`) and in checkpoints.
 
-Traversal, the one way code goes through the tree (no other code recurses into
-`Group.body` or `Merge.branches`):
+Traversal: the API passes, reports and backends go through the tree with (one walk order,
+one rebuild, one dataflow, instead of one recursion each):
 - `walk(tree)`: every node with its enclosing nodes, in execution order; `layers(tree)`;
 - `rewrite(tree, node=..., chain=...)`: the tree rebuilt bottom-up, unchanged parts shared;
 - `Walker`: the dataflow walk, a value threaded through layers, saves and merges (shape

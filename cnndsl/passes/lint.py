@@ -38,9 +38,11 @@ def _final(n: ir.Node) -> str | None:
 
 def _main_path(chain: ir.Chain) -> Iterator[ir.Node]:
     """The nodes data flows through in order, block instances opened, a merge as one node."""
-    for outer, n in ir.walk(chain):
-        if not isinstance(n, (ir.Group, ir.Save)) and not any(isinstance(o, ir.Merge) for o in outer):
-            yield n
+    for item in chain.items:  # not `ir.walk`: a merge's insides are skipped, not walked
+        if isinstance(item, ir.Group):
+            yield from _main_path(item.body)
+        elif not isinstance(item, ir.Save):
+            yield item
 
 
 def _warning(n: ir.Layer, message: str, hint: str, notes: tuple[str, ...] = ()) -> CnnWarning:
