@@ -188,14 +188,15 @@ def children(n: Node) -> tuple[Chain, ...]:
 def with_children(n: Node, chains: Sequence[Chain]) -> Node:
     """`n` with `chains` in place of `children(n)`; `n` itself when they are the same objects,
     so an unchanged subtree is shared, not copied."""
-    old = children(n)
-    if len(chains) != len(old):
-        raise ValueError(f"{type(n).__name__} has {len(old)} child chains, got {len(chains)}")
-    if all(a is b for a, b in zip(chains, old)):
+    if isinstance(n, Group) and len(chains) == 1:
+        return n if chains[0] is n.body else dataclasses.replace(n, body=chains[0])
+    if isinstance(n, Merge) and len(chains) == len(n.branches):
+        if all(a is b for a, b in zip(chains, n.branches)):
+            return n
+        return dataclasses.replace(n, branches=tuple(chains))
+    if not chains and not isinstance(n, (Group, Merge)):
         return n
-    if isinstance(n, Group):
-        return dataclasses.replace(n, body=chains[0])
-    return dataclasses.replace(n, branches=tuple(chains))  # type: ignore[arg-type]
+    raise ValueError(f"{type(n).__name__} has {len(children(n))} child chains, got {len(chains)}")
 
 
 def walk(tree: Tree) -> Iterator[tuple[tuple[Node, ...], Node]]:
@@ -320,9 +321,7 @@ class Walker(Generic[V]):
                     e.partial_node = None  # type: ignore[attr-defined]
                 raise
             items.append(n)
-        if not self.rebuild or all(a is b for a, b in zip(items, chain.items)):
-            return chain, x
-        return Chain(items=tuple(items)), x
+        return (Chain(items=tuple(items)) if self.rebuild else chain), x
 
     def _node(self, n: Node, x: V, env: dict[str, V]) -> tuple[Node, V]:
         if isinstance(n, Layer):
