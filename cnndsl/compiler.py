@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import config, ir
 from .errors import CnnError, Source, Span, SpecFileError, did_you_mean
-from .passes import PASSES, expand
+from .passes import PASSES, Pass, expand
 from .passes.lint import lint
 from .syntax.parse import parse
 
@@ -52,9 +52,6 @@ def compile_text(text: str, path: str = "<string>", passes: Sequence[Pass] = PAS
         raise e.with_source(source) from None
     net = lint(net)  # a reviewer's warnings, on the network that compiled
     return dataclasses.replace(net, warnings=tuple(w.with_source(source) for w in net.warnings))
-
-
-Pass = Callable[[ir.Network], ir.Network]
 
 
 def _keep(net: ir.Network) -> ir.Network:

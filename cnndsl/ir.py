@@ -14,8 +14,8 @@ one rebuild, one dataflow, instead of one recursion each):
 - `rewrite(tree, node=..., chain=...)`: the tree rebuilt bottom-up, unchanged parts shared;
 - `Walker`: the dataflow walk, a value threaded through layers, saves and merges (shape
   inference, the receptive-field trace, the backends' forward passes);
-- `children(n)` / `with_children(n, chains)`: the sub-chains of a node, which the three
-  above are built on;
+- `children(n)` / `with_children(n, chains)`: a node's sub-chains, read and replaced (what
+  `rewrite` and `Walker` rebuild nodes with);
 - `verify(net)`: the invariants every pass keeps (unique names, spans, consistent shapes).
 """
 
@@ -168,8 +168,8 @@ def chain_output(chain: Chain, default: Shape | None) -> Shape | None:
 
 
 # -- traversal -----------------------------------------------------------------------------
-# `children` and `with_children` are the one place that knows which fields hold sub-chains;
-# `walk`, `layers`, `rewrite`, `verify` and the dataflow `passes.dataflow.Walker` go through them.
+# `children` and `with_children` say which fields hold sub-chains (a block instance's body, a
+# merge's branches); `rewrite` and `Walker` rebuild through them, `_walk` inlines them for speed.
 
 Tree = Network | Chain | Node
 T = TypeVar("T", Network, Chain, Layer, Merge, MergeRef, Save, Group)
@@ -283,8 +283,8 @@ class Walker(Generic[V]):
     `verify` and the backends (the JAX forward pass, the ONNX emitter): a subclass says what
     a value is and what layers and merges do to it; `run(chain, x)` threads the value through
     in execution order (a merge's branches each from the same input, a `MergeRef` with the
-    value its `save` kept) and returns the chain rebuilt from what the hooks return (shared
-    where unchanged) and the output value.
+    value its `save` kept) and returns the chain rebuilt from what the hooks return and the
+    output value.
 
     On a `CnnError` the walk attaches `err.partial`: the chain rebuilt up to the failing node
     (nested groups and branches included), so reports can show the table up to the failure.

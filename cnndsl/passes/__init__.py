@@ -9,18 +9,24 @@ variables, so a backend runs them (`Net.for_inference`, `backends/jax/inference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from .. import ir
 from .count_costs import count_costs
 from .expand import expand
 from .fold_inference import drop_random, fold_after, fold_before
 from .infer_shapes import infer_shapes
 from .receptive_field import trace_receptive_field
 
-PASSES = (infer_shapes, count_costs, trace_receptive_field)
+Pass = Callable[[ir.Network], ir.Network]
+
+PASSES: tuple[Pass, ...] = (infer_shapes, count_costs, trace_receptive_field)
 INFERENCE_PASSES = (drop_random, fold_after, fold_before)
 
 __all__ = [
     "INFERENCE_PASSES",
     "PASSES",
+    "Pass",
     "count_costs",
     "drop_random",
     "expand",

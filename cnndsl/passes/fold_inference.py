@@ -59,7 +59,7 @@ class Weights(Protocol):
         ...
 
 
-Pass = Callable[[ir.Network, Weights], ir.Network]
+InferencePass = Callable[[ir.Network, Weights], ir.Network]
 
 
 def drop_random(net: ir.Network, weights: Weights) -> ir.Network:
@@ -106,7 +106,7 @@ def fold_before(net: ir.Network, weights: Weights) -> ir.Network:
     return ir.rewrite(net, chain=chain)
 
 
-def fold_inference(net: ir.Network, weights: Weights, passes: Iterable[Pass] | None = None) -> ir.Network:
+def fold_inference(net: ir.Network, weights: Weights, passes: Iterable[InferencePass] | None = None) -> ir.Network:
     """`net` rewritten by `passes` (default `INFERENCE_PASSES`, all of the above, in order)."""
     if passes is None:
         from . import INFERENCE_PASSES as passes

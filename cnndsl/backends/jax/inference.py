@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from ... import ir
 from ...ops.base import REGISTRY
 from ...passes import INFERENCE_PASSES
-from ...passes.fold_inference import Pass, fold_inference
+from ...passes.fold_inference import InferencePass, fold_inference
 
 
 def _get(tree: dict, path: tuple[str, ...]) -> dict | None:
@@ -97,7 +97,7 @@ def _compose(maps: list[tuple[Any, Any]]) -> tuple[Any, Any]:
 
 
 def fold_for_inference(
-    net: ir.Network, variables: dict, passes: tuple[Pass, ...] = INFERENCE_PASSES
+    net: ir.Network, variables: dict, passes: tuple[InferencePass, ...] = INFERENCE_PASSES
 ) -> tuple[ir.Network, dict]:
     """An equivalent network for eval mode, and its variables: `passes` (by default all the
     inference passes) with this module's `Weights` over `variables`."""
