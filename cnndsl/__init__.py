@@ -2,6 +2,7 @@
 
     import cnndsl
     net = cnndsl.load("examples/lenet5.cnn")
+    network = cnndsl.compile(text, passes=cnndsl.passes.PASSES)  # the bare IR (docs/passes.md)
     print(net.summary())
     model = net.build(rngs=flax.nnx.Rngs(0))
     variables, apply = net.functional(jax.random.key(0))
@@ -12,6 +13,7 @@ Importing cnndsl does not import JAX; only building or running a network does.
 from __future__ import annotations
 
 from .backends.jax._xla_guard import install as _install_xla_guard
+from .compiler import compile_text as compile
 from .errors import (
     ArgumentError,
     CnnError,
@@ -41,6 +43,7 @@ __all__ = [
     "ShapeError",
     "SpecFileError",
     "__version__",
+    "compile",
     "load",
     "loads",
 ]

@@ -5,21 +5,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
-from . import ir
+from . import config, ir
 from .errors import CnnError, Source, Span, SpecFileError, did_you_mean
-from .passes import PASSES, expand
+from .passes import PASSES, Pass, expand
 from .passes.lint import lint
 from .syntax.parse import parse
 
 
-def compile_text(text: str, path: str = "<string>") -> ir.Network:
+def compile_text(text: str, path: str = "<string>", passes: Sequence[Pass] = PASSES) -> ir.Network:
     """Parse and check `.cnn` text into a fully annotated IR.
 
-    Raises `CnnError` with the source attached. A `ShapeError` carries `err.partial`: the
-    network analysed up to the failing layer (costs and receptive fields included).
+    `passes` run in order after `expand` (default `passes.PASSES`: shapes, costs, receptive
+    fields; docs/passes.md). Raises `CnnError` with the source attached. A `ShapeError`
+    carries `err.partial`: the network analysed up to the failing layer (the later passes
+    run on it too). With `CNNDSL_DEBUG=1`, `ir.verify` checks the IR after every pass.
     """
+    passes = tuple(passes)
+    verify = ir.verify if config.debug() else _keep
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the spec
     source = Source(text, path)
     module = parse_or_raise(text, path, source)
@@ -27,14 +32,15 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
         net = expand(module, source)
     except CnnError as e:
         raise _with_train_errors(e, module, source) from None
-    for i, step in enumerate(PASSES):
+    verify(net)
+    for i, step in enumerate(passes):
         try:
-            net = step(net)
+            net = verify(step(net))
         except CnnError as e:
             partial = getattr(e, "partial", None)
             if isinstance(partial, ir.Network):
                 try:
-                    for later in PASSES[i + 1 :]:
+                    for later in passes[i + 1 :]:
                         partial = later(partial)
                 except CnnError:
                     pass  # a later pass fails on the partial network too: report the first error
@@ -46,6 +52,10 @@ def compile_text(text: str, path: str = "<string>") -> ir.Network:
         raise e.with_source(source) from None
     net = lint(net)  # a reviewer's warnings, on the network that compiled
     return dataclasses.replace(net, warnings=tuple(w.with_source(source) for w in net.warnings))
+
+
+def _keep(net: ir.Network) -> ir.Network:
+    return net
 
 
 def parse_or_raise(text: str, path: str, source: Source) -> object:
@@ -87,9 +97,9 @@ def _check_train(net: ir.Network) -> ir.Network:
     return dataclasses.replace(net, warnings=(*net.warnings, *found)) if found else net
 
 
-def compile_file(path: str | Path) -> ir.Network:
+def compile_file(path: str | Path, passes: Sequence[Pass] = PASSES) -> ir.Network:
     """`compile_text` of the spec file at `path`, read by `read_spec`."""
-    return compile_text(read_spec(path), str(path))
+    return compile_text(read_spec(path), str(path), passes)
 
 
 # A spec is a short text; anything larger is the wrong file (a data set, `/dev/zero`) and is

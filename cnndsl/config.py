@@ -1,6 +1,7 @@
 """cnndsl's environment variables, read here and only here, and its private cache folder.
 
-- `CNNDSL_DEBUG=1`: the CLI shows tracebacks of internal errors.
+- `CNNDSL_DEBUG=1`: the CLI shows tracebacks of internal errors, and `compile_text` checks
+  the IR with `ir.verify` after every pass.
 - `CNNDSL_NO_XLA_GUARD=1`: leave `XLA_FLAGS` alone (see backends/_xla_guard.py).
 - `CNNDSL_MEMORY_LIMIT`: the memory the refusal of too-large networks assumes (`64G`, `512M`,
   bytes, or `off`; see passes/memory.py).

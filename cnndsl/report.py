@@ -43,24 +43,9 @@ def _group_totals(g: ir.Group) -> tuple[int, int, int]:
     return p, f, m
 
 
-def _nodes(chain: ir.Chain, indent: int = 0, blocks: int = 0):
-    """(indent, block depth, node) in execution order; branches come before their merge
-    and are indented, but only block instances count towards `--depth`."""
-    for n in chain.items:
-        if isinstance(n, ir.Group):
-            yield indent, blocks, n
-            yield from _nodes(n.body, indent + 1, blocks + 1)
-        elif isinstance(n, ir.Merge):
-            for b in n.branches:
-                yield from _nodes(b, indent + 1, blocks)
-            yield indent, blocks, n
-        else:
-            yield indent, blocks, n
-
-
-def _last_rf(chain: ir.Chain) -> ir.RF | None:
+def _last_rf(tree: ir.Tree) -> ir.RF | None:
     rf = None
-    for _, n in ir.walk(chain):
+    for _, n in ir.walk(tree):
         rf = getattr(n, "rf", rf)
     return rf
 
@@ -70,7 +55,10 @@ def rows(net: ir.Network, depth: int | None = None) -> list[Row]:
     those at `depth` shown as one row with their totals."""
     out: list[Row] = []
     index = 0
-    for d, blocks, n in _nodes(net.body):
+    last: tuple[ir.Node, ...] | None = None
+    for outer, n in ir.walk(net):  # execution order: branches before their merge, indented
+        if outer is not last:  # siblings share `outer`; only blocks count towards `depth`
+            last, d, blocks = outer, len(outer), sum(isinstance(o, ir.Group) for o in outer)
         if depth is not None and blocks > depth:
             continue
         y = getattr(n, "y", None)
@@ -150,7 +138,7 @@ def totals(net: ir.Network) -> Totals:
     """Sums over the whole network; the receptive field of the last spatial tensor."""
     t = f = m = acts = 0
     rf = None
-    for _, n in ir.walk(net.body):
+    for _, n in ir.walk(net):
         if isinstance(n, ir.Layer):
             t, f, m = t + n.params, f + n.fixed, m + n.macs
         if isinstance(n, (ir.Layer, ir.Merge, ir.MergeRef)) and n.y is not None:

@@ -13,11 +13,11 @@ from ..ops import REGISTRY
 
 
 def count_costs(net: ir.Network) -> ir.Network:
-    def cost(n: ir.Layer) -> ir.Layer:
-        if n.x is None or n.y is None:
+    def cost(n: ir.Node) -> ir.Node:
+        if not isinstance(n, ir.Layer) or n.x is None or n.y is None:
             return n
         op = REGISTRY[n.op]
         params, fixed = op.count(n.args, n.x, n.y)
         return dataclasses.replace(n, params=params, fixed=fixed, macs=op.macs(n.args, n.x, n.y))
 
-    return dataclasses.replace(net, body=ir.map_layers(net.body, cost))
+    return ir.rewrite(net, node=cost)

@@ -14,12 +14,11 @@ from ..errors import CnnError, ShapeError
 from ..ops import MERGES, REGISTRY
 from ..ops.base import MAX_VALUE, ShapeCtx
 from ..shape import Shape
-from .dataflow import Walker
 
 Value = tuple[Shape, str]  # a shape and who produced it, for messages
 
 
-class _Infer(Walker[Value]):
+class _Infer(ir.Walker[Value]):
     def layer(self, n: ir.Layer, x: Value) -> tuple[ir.Layer, Value]:
         shape, producer = x
         ctx = ShapeCtx(span=n.span, text=n.text, producer=producer, x=shape)

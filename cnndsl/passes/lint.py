@@ -38,7 +38,7 @@ def _final(n: ir.Node) -> str | None:
 
 def _main_path(chain: ir.Chain) -> Iterator[ir.Node]:
     """The nodes data flows through in order, block instances opened, a merge as one node."""
-    for item in chain.items:
+    for item in chain.items:  # not `ir.walk`: a merge's insides are skipped, not walked
         if isinstance(item, ir.Group):
             yield from _main_path(item.body)
         elif not isinstance(item, ir.Save):
@@ -109,11 +109,9 @@ def _strides(chain: ir.Chain) -> Iterator[tuple[ir.Layer, tuple[int, ...], tuple
             skip = _skips(item)
             if skip is not None:
                 yield item, *skip
-        elif isinstance(item, ir.Group):
-            yield from _strides(item.body)
-        elif isinstance(item, ir.Merge):
-            found = [list(_strides(b)) for b in item.branches]
-            if all(found):
+        else:  # a block instance's body, a merge's branches
+            found = [list(_strides(c)) for c in ir.children(item)]
+            if isinstance(item, ir.Group) or all(found):
                 for f in found:
                     yield from f
 

@@ -15,10 +15,9 @@ from .. import ir
 from ..errors import CnnWarning, ShapeError
 from ..ops import REGISTRY
 from ..ops.base import COLLAPSE, IDENTITY, out_of_range
-from .dataflow import Walker
 
 
-class _Trace(Walker["ir.RF | None"]):
+class _Trace(ir.Walker["ir.RF | None"]):
     def __init__(self) -> None:
         self.warnings: list[CnnWarning] = []
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnndsl
-from cnndsl import ir
+from cnndsl import ir, passes
 from cnndsl.backends.jax.inference import fold_for_inference
 from cnndsl.backends.jax.lowerings import LOWERINGS
 from cnndsl.backends.jax.model import forward
@@ -60,6 +60,7 @@ def test_folding_is_exact(spec, gone):
     net = cnndsl.loads(spec)
     v = randomized(net)
     folded_ir, fv = fold_for_inference(net.ir, v)
+    ir.verify(folded_ir, shapes=True)  # the folded IR keeps the IR's invariants
     before, after = ops(net.ir), ops(folded_ir)
     for op in gone:
         before.remove(op)
@@ -68,6 +69,19 @@ def test_folding_is_exact(spec, gone):
     want = forward(net.ir, v, x)[0]
     got = jax.jit(lambda v, x: forward(folded_ir, v, x)[0])(fv, x)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL * float(jnp.abs(want).max()))
+
+
+def test_a_subset_of_the_inference_passes_runs_alone():
+    net = cnndsl.loads("input 20\ndense 7 -> bn -> dropout 0.5 -> dense 3")
+    v = randomized(net)
+    assert fold_for_inference(net.ir, v, passes=())[0] is net.ir
+    dropped, dv = fold_for_inference(net.ir, v, passes=(passes.drop_random,))
+    assert ops(dropped) == ["dense", "bn", "dense"]
+    assert jax.tree.structure(dv) == jax.tree.structure(v)  # no variables change
+    folded, fv = fold_for_inference(net.ir, v, passes=(passes.fold_after,))
+    assert ops(folded) == ["dense", "dropout", "dense"] and "batch_stats" not in fv
+    x = jax.random.normal(jax.random.key(4), (2, 20))
+    np.testing.assert_allclose(forward(folded, fv, x)[0], forward(net.ir, v, x)[0], rtol=RTOL, atol=1e-4)
 
 
 def test_normalize_before_a_padded_conv_is_kept():
@@ -89,6 +103,7 @@ conv 8@3x3 p1 nobias -> bn -> relu -> basic(8) -> basic(16, s=2) -> gap -> dense
     net = cnndsl.loads(spec)
     v = randomized(net)
     folded_ir, fv = fold_for_inference(net.ir, v)
+    ir.verify(folded_ir, shapes=True)
     assert "bn" not in ops(folded_ir) and "batch_stats" not in fv
     x = jax.random.normal(jax.random.key(3), (2, 16, 16, 3))
     np.testing.assert_allclose(forward(folded_ir, fv, x)[0], forward(net.ir, v, x)[0], rtol=1e-4, atol=1e-4)
