@@ -28,8 +28,8 @@ from fractions import Fraction
 from typing import Any, Generic, TypeVar
 
 from .errors import CnnError, Source, Span
-from .ops.base import Args
 from .shape import Shape
+from .syntax.binder import Args
 
 node = dataclass(frozen=True, slots=True, kw_only=True)
 NOSPAN = Span(0, 0, 0, 0)

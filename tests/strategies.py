@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import cnndsl
 from cnndsl.ops import REGISTRY
-from cnndsl.ops.base import REQUIRED
+from cnndsl.syntax.binder import REQUIRED
 
 
 def _shape_keeping(module: str) -> list[str]:

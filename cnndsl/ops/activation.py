@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..shape import Shape
-from .base import FLOAT, Args, Op, P, ShapeCtx, choice, register
+from ..syntax.binder import Args, P
+from ..syntax.values import FLOAT, choice
+from .base import Op, ShapeCtx, register
 
 
 def _simple(name: str, doc: str, aliases: tuple[str, ...] = (), final: str | None = None) -> type[Op]:

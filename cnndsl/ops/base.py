@@ -25,40 +25,8 @@ from typing import Any, ClassVar
 from ..errors import CnnNameError, ShapeError, Span, did_you_mean
 from ..shape import Shape, fmt_size
 from ..syntax import ast
-
-# The language-level names the op definitions (ops/*.py) and the passes import from here: the
-# value kinds and evaluation live in `syntax/values.py`, parameters and the binder in
-# `syntax/binder.py`.
-from ..syntax.binder import REQUIRED, SHORT, Args, Callee, P, bind_layer  # noqa: F401
-from ..syntax.values import (  # noqa: F401
-    BOOL,
-    DEPTH_KERNEL,
-    EXPRS,
-    FLOAT,
-    FLOATS,
-    FUNCTIONS,
-    INT,
-    INT0,
-    MAX_VALUE,
-    POSFLOAT,
-    PROB,
-    RANGE,
-    RANGE_HINT,
-    SIZE,
-    SIZE0,
-    Env,
-    Function,
-    Kind,
-    as_int,
-    choice,
-    evaluate,
-    expr_text,
-    fmt_num,
-    in_range,
-    make_divisible,
-    out_of_range,
-    value_text,
-)
+from ..syntax.binder import SHORT, Args, Callee, P, bind_layer
+from ..syntax.values import Env
 
 
 # --- receptive-field effect ----------------------------------------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import FLOAT, INT, RANGE, REQUIRED, Args, Op, P, ShapeCtx, register
+from ..syntax.binder import REQUIRED, Args, P
+from ..syntax.values import FLOAT, INT, RANGE
+from .base import Op, ShapeCtx, register
 
 
 @register

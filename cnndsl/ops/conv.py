@@ -15,24 +15,9 @@ from fractions import Fraction
 from typing import Any
 
 from ..shape import Shape, fmt_size
-from .base import (
-    BOOL,
-    DEPTH_KERNEL,
-    INT,
-    REQUIRED,
-    SIZE,
-    SIZE0,
-    Args,
-    Op,
-    P,
-    ShapeCtx,
-    Window,
-    bcast,
-    fold_input_map,
-    needs_spatial,
-    per_axis,
-    register,
-)
+from ..syntax.binder import REQUIRED, Args, P
+from ..syntax.values import BOOL, DEPTH_KERNEL, INT, SIZE, SIZE0
+from .base import Op, ShapeCtx, Window, bcast, fold_input_map, needs_spatial, per_axis, register
 
 STRIDE = P("stride", SIZE, (1,), short="s", doc="the stride")
 DILATION = P("dilation", SIZE, (1,), short="d", doc="the dilation")

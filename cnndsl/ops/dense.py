@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import COLLAPSE, INT, PROB, REQUIRED, Args, Op, P, ShapeCtx, fold_input_map, register
+from ..syntax.binder import REQUIRED, Args, P
+from ..syntax.values import INT, PROB
+from .base import COLLAPSE, Op, ShapeCtx, fold_input_map, register
 from .conv import BIAS, _bias_init, lecun_kernel
 
 

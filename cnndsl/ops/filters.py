@@ -56,23 +56,9 @@ from typing import Any
 from ..errors import ArgumentError, Span
 from ..shape import Shape, fmt_size
 from ..syntax import ast
-from .base import (
-    FLOAT,
-    SIZE,
-    SIZE0,
-    Args,
-    Env,
-    Kind,
-    Op,
-    P,
-    ShapeCtx,
-    Window,
-    bcast,
-    choice,
-    needs_spatial,
-    per_axis,
-    register,
-)
+from ..syntax.binder import Args, P
+from ..syntax.values import FLOAT, SIZE, SIZE0, Env, Kind, choice
+from .base import Op, ShapeCtx, Window, bcast, needs_spatial, per_axis, register
 
 KINDS = ("sobel", "laplacian", "sharpen", "blur", "gaussian", "gabor")
 LITERAL_USAGE = "filter kernel=((0,-1,0),(-1,5,-1),(0,-1,0))"
@@ -102,7 +88,7 @@ POSITIVE = Kind("a number > 0", _positive, fmt=FLOAT.fmt)
 
 def _literal(v: ast.Value, env: Env, span: Span) -> tuple[tuple[Fraction, ...], ...]:
     """A literal kernel: rows of numbers `((1,0,-1),(0,0,0),(-1,0,1))`, or one row `(1,2,1)`."""
-    from .base import EXPRS, evaluate, value_text
+    from ..syntax.values import EXPRS, evaluate, value_text
 
     def number(x: Any) -> Fraction:
         if not isinstance(x, EXPRS):
@@ -148,7 +134,7 @@ def _literal(v: ast.Value, env: Env, span: Span) -> tuple[tuple[Fraction, ...], 
 
 
 def _literal_fmt(rows: tuple[tuple[Fraction, ...], ...]) -> str:
-    from .base import fmt_num
+    from ..syntax.values import fmt_num
 
     return "(" + ", ".join("(" + ", ".join(fmt_num(x) for x in r) + ")" for r in rows) + ")"
 

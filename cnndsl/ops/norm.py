@@ -12,20 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..shape import Shape
-from .base import (
-    BOOL,
-    FLOAT,
-    INT,
-    POSFLOAT,
-    PROB,
-    REQUIRED,
-    Args,
-    Op,
-    P,
-    ShapeCtx,
-    needs_spatial,
-    register,
-)
+from ..syntax.binder import REQUIRED, Args, P
+from ..syntax.values import BOOL, FLOAT, INT, POSFLOAT, PROB
+from .base import Op, ShapeCtx, needs_spatial, register
 
 
 def _ones_zeros(d: int) -> tuple[Any, Any]:

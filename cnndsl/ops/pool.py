@@ -12,22 +12,9 @@ from __future__ import annotations
 from fractions import Fraction
 
 from ..shape import Shape, fmt_size
-from .base import (
-    BOOL,
-    COLLAPSE,
-    REQUIRED,
-    SIZE,
-    SIZE0,
-    Args,
-    Op,
-    P,
-    ShapeCtx,
-    Window,
-    bcast,
-    needs_spatial,
-    per_axis,
-    register,
-)
+from ..syntax.binder import REQUIRED, Args, P
+from ..syntax.values import BOOL, SIZE, SIZE0
+from .base import COLLAPSE, Op, ShapeCtx, Window, bcast, needs_spatial, per_axis, register
 
 
 def pool_geometry(a: Args, x: Shape):

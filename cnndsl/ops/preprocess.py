@@ -22,18 +22,9 @@ from typing import Any
 
 from ..errors import ArgumentError
 from ..shape import Shape
-from .base import (
-    FLOAT,
-    FLOATS,
-    REQUIRED,
-    Args,
-    Op,
-    P,
-    ShapeCtx,
-    bcast,
-    needs_spatial,
-    register,
-)
+from ..syntax.binder import REQUIRED, Args, P
+from ..syntax.values import FLOAT, FLOATS
+from .base import Op, ShapeCtx, bcast, needs_spatial, register
 
 BT601 = (0.299, 0.587, 0.114)
 

@@ -48,26 +48,9 @@ from typing import Any
 from ..errors import ArgumentError, Span
 from ..shape import Shape, fmt_size
 from ..syntax import ast
-from .base import (
-    BOOL,
-    REQUIRED,
-    SIZE,
-    SIZE0,
-    Args,
-    Env,
-    Kind,
-    Op,
-    P,
-    ShapeCtx,
-    Window,
-    bcast,
-    choice,
-    evaluate,
-    fmt_num,
-    needs_spatial,
-    per_axis,
-    register,
-)
+from ..syntax.binder import REQUIRED, Args, P
+from ..syntax.values import BOOL, SIZE, SIZE0, Env, Kind, choice, evaluate, fmt_num
+from .base import Op, ShapeCtx, Window, bcast, needs_spatial, per_axis, register
 
 Bins = tuple[tuple[int, int], ...]  # (start, end) per output position along one axis
 

@@ -9,7 +9,9 @@ growing with depth is an expression of a `repeat ... as i` index or a block para
 
 from __future__ import annotations
 
-from .base import PROB, REQUIRED, P, register
+from ..syntax.binder import REQUIRED, P
+from ..syntax.values import PROB
+from .base import register
 from .dense import Dropout
 
 

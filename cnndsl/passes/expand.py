@@ -20,25 +20,11 @@ from fractions import Fraction
 
 from .. import ir
 from ..errors import ArgumentError, CnnError, CnnNameError, CnnSyntaxError, ShapeError, did_you_mean
-from ..ops.base import (
-    FOREIGN_NAMES,
-    FUNCTIONS,
-    MAX_VALUE,
-    REGISTRY,
-    Args,
-    Env,
-    Op,
-    as_int,
-    bind,
-    evaluate,
-    expr_text,
-    fmt_num,
-    lookup,
-)
+from ..ops.base import FOREIGN_NAMES, REGISTRY, Op, bind, lookup
 from ..shape import Shape
 from ..syntax import ast, binder
-from ..syntax.binder import REQUIRED, Callee, Given, P
-from ..syntax.values import NUMBER
+from ..syntax.binder import REQUIRED, Args, Callee, Given, P
+from ..syntax.values import FUNCTIONS, MAX_VALUE, NUMBER, Env, as_int, evaluate, expr_text, fmt_num
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeGuard
 
 from .. import ir
 from ..ops import REGISTRY
-from ..ops.base import Args
+from ..syntax.binder import Args
 
 Map = Any  # a per-channel map `x * mul + add`, as the backend represents it
 

@@ -12,8 +12,9 @@ import dataclasses
 from .. import ir
 from ..errors import CnnError, ShapeError
 from ..ops import MERGES, REGISTRY
-from ..ops.base import MAX_VALUE, ShapeCtx
+from ..ops.base import ShapeCtx
 from ..shape import Shape
+from ..syntax.values import MAX_VALUE
 
 Value = tuple[Shape, str]  # a shape and who produced it, for messages
 

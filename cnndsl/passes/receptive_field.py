@@ -14,7 +14,8 @@ from fractions import Fraction
 from .. import ir
 from ..errors import CnnWarning, ShapeError
 from ..ops import REGISTRY
-from ..ops.base import COLLAPSE, IDENTITY, out_of_range
+from ..ops.base import COLLAPSE, IDENTITY
+from ..syntax.values import out_of_range
 
 
 class _Trace(ir.Walker["ir.RF | None"]):

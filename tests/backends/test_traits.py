@@ -21,9 +21,11 @@ from cnndsl.backends.jax.lowerings import LOWERINGS, Lowering
 from cnndsl.backends.jax.model import build, final_activation, forward
 from cnndsl.errors import ArgumentError
 from cnndsl.ops import REGISTRY
-from cnndsl.ops.base import INT, REQUIRED, Op, P, fold_input_map, register
+from cnndsl.ops.base import Op, fold_input_map, register
 from cnndsl.ops.conv import BIAS, lecun_kernel
 from cnndsl.shape import Shape
+from cnndsl.syntax.binder import REQUIRED, P
+from cnndsl.syntax.values import INT
 from cnndsl.training import engine
 from cnndsl.training.config import TrainConfig
 from cnndsl.training.evaluation import _probabilities

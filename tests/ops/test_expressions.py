@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 import cnndsl
 from cnndsl import ir
 from cnndsl.errors import CnnError
-from cnndsl.ops.base import make_divisible
 from cnndsl.syntax.fmt import format_module
 from cnndsl.syntax.parse import parse
+from cnndsl.syntax.values import make_divisible
 
 
 def layers(text: str) -> list[ir.Layer]:

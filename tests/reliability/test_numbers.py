@@ -11,7 +11,7 @@ import pytest
 
 import cnndsl
 from cnndsl.cli import main
-from cnndsl.ops.base import MAX_VALUE, RANGE_HINT
+from cnndsl.syntax.values import MAX_VALUE, RANGE_HINT
 
 
 def error(text: str) -> cnndsl.CnnError:

@@ -26,8 +26,8 @@ from flax import nnx  # noqa: E402
 
 from ... import ir  # noqa: E402
 from ...errors import ArgumentError, CnnNameError, ShapeError, did_you_mean  # noqa: E402
+from ...ir import Walker  # noqa: E402
 from ...ops import REGISTRY  # noqa: E402
-from ...passes.dataflow import Walker  # noqa: E402
 from .lowerings import LOWERINGS, MERGE_LOWERINGS, ApplyCtx, Lowering  # noqa: E402
 
 COLLECTIONS = ("params", "batch_stats", "fixed")

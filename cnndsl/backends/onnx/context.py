@@ -12,8 +12,8 @@ import numpy as np
 
 from ... import ir
 from ...errors import DataError
-from ...ops.base import Args
 from ...shape import Shape
+from ...syntax.binder import Args
 from .graph import Dim, Graph
 
 

@@ -23,8 +23,8 @@ from onnx import TensorProto, helper
 
 from ... import __version__, ir, nested
 from ...errors import ArgumentError, CnnError, DataError
+from ...ir import Walker
 from ...ops import REGISTRY
-from ...passes.dataflow import Walker
 from .context import Emit
 from .emitters import EMITTERS, MERGE_OPS, UNSUPPORTED
 from .graph import Graph

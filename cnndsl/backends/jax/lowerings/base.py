@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ....ops.base import Args
 from ....shape import Shape
+from ....syntax.binder import Args
 
 
 @dataclass

@@ -8,9 +8,10 @@ import math
 from typing import Any
 
 from ....ops import REGISTRY
-from ....ops.base import Args, bcast, per_channel
+from ....ops.base import bcast, per_channel
 from ....ops.conv import geometry, pads
 from ....shape import Shape
+from ....syntax.binder import Args
 from .. import onednn
 from .._xla_guard import cpu_lowerings
 from ..kernels.conv import conv_apply, conv_col2im_grad, conv_depthwise, conv_patches, conv_shift

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from ....errors import ArgumentError
 from ....ops import REGISTRY
-from ....ops.base import Args, per_channel
+from ....ops.base import per_channel
+from ....syntax.binder import Args
 from .base import ApplyCtx, Lowering, lowering
 
 

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from ....ops import REGISTRY
-from ....ops.base import Args, per_channel
+from ....ops.base import per_channel
 from ....shape import Shape
+from ....syntax.binder import Args
 from .._xla_guard import cpu_lowerings
 from ..kernels.batchnorm import bn_train_dot
 from .base import ApplyCtx, Lowering, lowering
