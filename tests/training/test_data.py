@@ -217,11 +217,11 @@ def test_idx_missing_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "expect"),
     [
-        (gzip.compress(b"\x12\x34\x08\x01\0\0\0\1x"), "not an IDX file"),
-        (gzip.compress(b"\0\0\x08\x03\0\0"), "header is cut short"),
-        (gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2])), "promises 9 bytes of data"),
+        (gzip.compress(b"\x12\x34\x08\x01\0\0\0\1x", mtime=0), "not an IDX file"),
+        (gzip.compress(b"\0\0\x08\x03\0\0", mtime=0), "header is cut short"),
+        (gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]), mtime=0), "promises 9 bytes of data"),
         (b"this is not gzip", "cannot read"),
-        (gzip.compress(b"\0\0\x08\x01\0\0\0\1x")[:-6], "cannot read"),
+        (gzip.compress(b"\0\0\x08\x01\0\0\0\1x", mtime=0)[:-6], "cannot read"),
     ],
 )
 def test_corrupt_idx(tmp_path: Path, data: bytes, expect: str) -> None:
