@@ -144,10 +144,12 @@ def test_many_parameters_are_linear() -> None:
         params = ", ".join(f"p{i}=1" for i in range(n))
         return f"block b({params}) {{ relu }}\ninput 3@8x8\nb(" + ", ".join(f"p{i}=2" for i in range(n)) + ")\n"
 
-    small, _ = cpu(lambda: cnndsl.loads(spec(1500)))
-    big, net = cpu(lambda: cnndsl.loads(spec(12000)))
+    # the least CPU time of three runs each: another process sharing the cores only adds time
+    small = min(cpu(lambda: cnndsl.loads(spec(1500)))[0] for _ in range(3))
+    runs = [cpu(lambda: cnndsl.loads(spec(6000))) for _ in range(3)]
+    big, net = min(t for t, _ in runs), runs[0][1]
     assert [n.op for n in net.layers()] == ["relu"]
-    assert big < 15 * max(small, 0.05), f"8x the parameters took {big / small:.1f}x the time"
+    assert big < 9 * max(small, 0.05), f"4x the parameters took {big / small:.1f}x the time (quadratic: 16x)"
     with pytest.raises(ArgumentError, match="two parameters named `p7`"):
         cnndsl.loads("block b(" + ", ".join(f"p{i}" for i in range(12000)) + ", p7) { relu }\ninput 3@8x8\nb()\n")
 
@@ -173,7 +175,8 @@ def test_the_report_is_linear_in_the_layers() -> None:
         return t
 
     run(400)  # warm up
-    small, big = run(2000), run(8000)
+    # the least CPU time of three runs each: another process sharing the cores only adds time
+    small, big = min(run(2000) for _ in range(3)), min(run(8000) for _ in range(3))
     assert big < 6 * small + 0.2, f"4x the layers took {big / small:.1f}x the time"
 
 
