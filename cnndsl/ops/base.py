@@ -67,6 +67,12 @@ class ShapeCtx:
 
 
 # --- the op base class and the registry ----------------------------------------------------
+# The `Op.final_activation`s that normalise over the classes (a softmax in either form): they
+# belong only at a network's end (lint), and a loss on logits leaves them out (`logits=True`).
+# A sigmoid is not one: it is also a gate inside a network (squeeze-and-excitation).
+CLASS_NORMALISERS = ("softmax", "logsoftmax")
+
+
 class Op:
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()

@@ -59,6 +59,7 @@ from ..syntax import ast
 from ..syntax.binder import Args, P
 from ..syntax.values import FLOAT, SIZE, SIZE0, Env, Kind, choice
 from .base import Op, ShapeCtx, Window, bcast, needs_spatial, per_axis, register
+from .conv import pads
 
 KINDS = ("sobel", "laplacian", "sharpen", "blur", "gaussian", "gabor")
 LITERAL_USAGE = "filter kernel=((0,-1,0),(-1,5,-1),(0,-1,0))"
@@ -298,10 +299,8 @@ class Filter(Op):
         return 2 if a.kind == "sobel" else 1
 
     def _pads(self, a: Args, x: Shape) -> tuple[tuple[int, int], ...]:
-        k = self._kernel(a, x.rank)
-        if a.pad == "same":
-            return tuple(((ki - 1) // 2, ki - 1 - (ki - 1) // 2) for ki in k)
-        return tuple((pi, pi) for pi in bcast(a.pad, x.rank))
+        """Stride 1, so `same` keeps the grid: conv's padding rule with the output grid = `x`'s."""
+        return pads(a, x, x, self._kernel(a, x.rank), (1,) * x.rank)
 
     def infer(self, a: Args, x: Shape, ctx: ShapeCtx) -> Shape:
         self._check_args(a, ctx)

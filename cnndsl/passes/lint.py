@@ -20,11 +20,8 @@ from fractions import Fraction
 from .. import ir
 from ..errors import CnnWarning
 from ..ops import REGISTRY
-from ..ops.base import Window
+from ..ops.base import CLASS_NORMALISERS, Window
 
-# Probability-producing activations that belong only at the end of a network. A sigmoid is
-# left out: it is also a gate inside a network (squeeze-and-excitation).
-_LAST_ONLY = ("softmax", "logsoftmax")
 # A `momentum` below this, where the op's default is above it, is PyTorch's convention.
 _PYTORCH_MOMENTUM = Fraction(1, 2)
 
@@ -56,13 +53,13 @@ def _path_checks(net: ir.Network) -> Iterator[CnnWarning]:
         if not isinstance(n, ir.Layer):
             continue
         kind, before = _final(n), _final(prev) if prev is not None else None
-        if kind is not None and before in _LAST_ONLY and isinstance(prev, ir.Layer):
+        if kind is not None and before in CLASS_NORMALISERS and isinstance(prev, ir.Layer):
             yield _warning(
                 n,
                 f"`{n.text}` after `{prev.text}`: a second softmax squashes the probabilities towards uniform",
                 f"remove one of them (the network already outputs {'log-' if before == 'logsoftmax' else ''}probabilities)",
             )
-        elif before in _LAST_ONLY and isinstance(prev, ir.Layer):
+        elif before in CLASS_NORMALISERS and isinstance(prev, ir.Layer):
             yield _warning(
                 prev,
                 f"`{prev.text}` is not the last layer: `{n.text}` follows it",

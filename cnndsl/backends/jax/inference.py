@@ -15,18 +15,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ... import ir
+from ... import ir, nested
 from ...ops.base import REGISTRY
 from ...passes import INFERENCE_PASSES
 from ...passes.fold_inference import InferencePass, fold_inference
-
-
-def _get(tree: dict, path: tuple[str, ...]) -> dict | None:
-    for part in path:
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
 
 
 def _set(tree: dict, path: tuple[str, ...], value: dict | None) -> dict:
@@ -57,7 +49,7 @@ class _Folder:
     def layer_vars(self, n: ir.Layer) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for coll in ("params", "batch_stats"):
-            got = _get(self.v.get(coll, {}), n.path)
+            got = nested.at(self.v.get(coll, {}), n.path)
             if got:
                 out.update(got)
         return out

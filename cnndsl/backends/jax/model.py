@@ -24,26 +24,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from ... import ir  # noqa: E402
+from ... import ir, nested  # noqa: E402
 from ...errors import ArgumentError, CnnNameError, ShapeError, did_you_mean  # noqa: E402
 from ...ir import Walker  # noqa: E402
 from ...ops import REGISTRY  # noqa: E402
+from ...ops.base import CLASS_NORMALISERS  # noqa: E402
 from .lowerings import LOWERINGS, MERGE_LOWERINGS, ApplyCtx, Lowering  # noqa: E402
 
 COLLECTIONS = ("params", "batch_stats", "fixed")
-LOGIT_SKIPPED = ("softmax", "logsoftmax")  # `Op.final_activation`s that `logits=True` leaves out
-
-
-def _put(tree: dict, path: tuple[str, ...], key: str, value: Any) -> None:
-    for part in path:
-        tree = tree.setdefault(part, {})
-    tree[key] = value
-
-
-def _get(tree: dict, path: tuple[str, ...]) -> dict:
-    for part in path:
-        tree = tree.get(part, {})
-    return tree
+LOGIT_SKIPPED = CLASS_NORMALISERS  # the `Op.final_activation`s that `logits=True` leaves out
 
 
 def init_variables(net: ir.Network, key: jax.Array) -> dict[str, dict]:
@@ -65,7 +54,7 @@ def init_variables(net: ir.Network, key: jax.Array) -> dict[str, dict]:
         assert n.x is not None and n.y is not None, "run the passes first"
         rng = _TracedRng(jax.random.fold_in(key, i)) if traced else np.random.default_rng([*seed, i])
         for name, (coll, value) in REGISTRY[n.op].init(n.args, n.x, n.y, rng).items():
-            _put(out.setdefault(coll, {}), n.path, name, value)
+            nested.put(out.setdefault(coll, {}), n.path, name, value)
     return jax.device_put(out)
 
 
@@ -115,14 +104,14 @@ class _Forward(Walker[jax.Array]):
             return n, x
         p: dict[str, Any] = {}
         for coll in COLLECTIONS:
-            p.update(_get(self.variables.get(coll, {}), n.path))
+            p.update(nested.at(self.variables.get(coll, {}), n.path) or {})
         impl = self.lowering.get(n.name) or self.lowering.get("*")
         train = self.train and n.path not in self.frozen
         y, updates = apply_layer(
             n, p, x, train=train, dropout=self.dropout, key=self._key(), impl=impl, dtype=self.dtype
         )
         for name, value in updates.items():
-            _put(self.updates, n.path, name, value)
+            nested.put(self.updates, n.path, name, value)
         if self.observe is not None:
             self.observe(n, y)
         return n, y
@@ -484,7 +473,7 @@ class Model(nnx.Module):
         self.spec = _Static(net)
         variables = init_variables(net, rngs.params())
         for n in ir.layers(net.body):
-            own = {k: (c, v) for c in COLLECTIONS for k, v in _get(variables.get(c, {}), n.path).items()}
+            own = {k: (c, v) for c in COLLECTIONS for k, v in (nested.at(variables.get(c, {}), n.path) or {}).items()}
             parent: nnx.Module = self
             for i, part in enumerate(n.path[:-1]):
                 if not hasattr(parent, part):
@@ -508,7 +497,7 @@ class Model(nnx.Module):
         out: dict = {}
         for path, v in nnx.iter_graph(self):
             if isinstance(v, nnx.Variable) and _COLLECTION_OF.get(type(v)) == coll:
-                _put(out, tuple(map(str, path[:-1])), str(path[-1]), v)
+                nested.put(out, tuple(map(str, path[:-1])), str(path[-1]), v)
         return out
 
     @property
