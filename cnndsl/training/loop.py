@@ -19,11 +19,12 @@ SIGTERM stop after the current step with a checkpoint that `resume` continues bi
 
 The host loop only feeds batches: each step is one call of a jitted, donated, pure function.
 A small unaugmented training set lives on the device (`RESIDENT_BYTES`), so the host sends
-each step only its batch's row numbers; otherwise it sends the batch. The host reads the device only at the end of an epoch, once a second for the non-finite
-flag, and when it stops; the progress bar polls copies of the running metrics, waiting only
-when the host is a quarter of a second ahead of the device (`_epoch`). Everything random derives from the seed and the step or
-epoch number (data order, augmentation, dropout), so a run is a function of its settings,
-and `resume=True` continues one bit-for-bit from its last checkpoint.
+each step only its batch's row numbers; otherwise it sends the batch. The host reads the
+device only at the end of an epoch, once a second for the non-finite flag, and when it
+stops; the progress bar polls copies of the running metrics, waiting only when the host is a
+quarter of a second ahead of the device (`_epoch`). Everything random derives from the seed
+and the step or epoch number (data order, augmentation, dropout), so a run is a function of
+its settings, and `resume=True` continues one bit-for-bit from its last checkpoint.
 """
 
 from __future__ import annotations
