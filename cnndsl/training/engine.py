@@ -341,9 +341,9 @@ def make_train_step(
     """`step(state, key, fixed, x, y) -> state`, jitted with the state donated.
 
     x: (B, H, W, D) float32 sharded on B; y: (B,) int32 or (B, K). With `resident`, the
-    step is `step(state, key, fixed, x_all, y_all, idx)` instead: the whole training set
-    lives on the device (replicated) and the step gathers its batch, rows `idx` (B,) int32,
-    itself, so the host sends B indices per step, not B images. Frozen parameters enter
+    step is `step(state, key, fixed, x_all, idx, y)` instead: the training images live on the
+    device (replicated) and the step gathers its batch, rows `idx` (B,) int32, itself, so the
+    host sends each step its row numbers and labels, not its images. Frozen parameters enter
     the forward pass through `stop_gradient`, so XLA drops their weight gradients; layers
     whose parameters are all frozen run in inference mode (BN uses and keeps its running
     statistics).
@@ -390,11 +390,11 @@ def make_train_step(
     if not resident:
         return jax.jit(step, donate_argnums=(0,), in_shardings=(rep, rep, rep, bat, bat), out_shardings=rep)
 
-    def gathered(state: dict, key: jax.Array, fixed: dict, x_all: jax.Array, y_all: jax.Array, idx: jax.Array) -> dict:
-        x, y = (jax.lax.with_sharding_constraint(jnp.take(a, idx, axis=0, mode="clip"), bat) for a in (x_all, y_all))
+    def gathered(state: dict, key: jax.Array, fixed: dict, x_all: jax.Array, idx: jax.Array, y: jax.Array) -> dict:
+        x = jax.lax.with_sharding_constraint(jnp.take(x_all, idx, axis=0, mode="clip"), bat)
         return step(state, key, fixed, x, y)
 
-    return jax.jit(gathered, donate_argnums=(0,), in_shardings=(rep, rep, rep, rep, rep, bat), out_shardings=rep)
+    return jax.jit(gathered, donate_argnums=(0,), in_shardings=(rep, rep, rep, rep, bat, bat), out_shardings=rep)
 
 
 def make_eval_step(

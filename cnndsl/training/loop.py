@@ -65,7 +65,7 @@ AGREE_EVERY = 16  # how often the host reads the device's non-finite flag mid-ep
 PROGRESS_EVERY_S = 0.1  # how often the progress bar is redrawn (count, loss, img/s, ETA)
 PROGRESS_MARK_S = 0.02  # how often the bar marks a step to count when the device finishes it
 PROGRESS_AHEAD_S = 0.25  # with a bar, the host runs at most this far (in dispatch time) ahead of the device
-# A training set up to this size (all device copies together, and at most a quarter of the
+# Training images up to this size (all device copies together, and at most a quarter of the
 # device's memory) is put on the device once and each step gathers its batch there (`_Run.
 # _resident`); larger ones, augmented ones and multi-process runs are fed batch by batch.
 RESIDENT_BYTES = 2 << 30
@@ -411,15 +411,15 @@ class _Run:
         lowering = self.net.autotune(self.batch // pl.devices, train=True) if o.autotune else None
         self.compute = engine.Compute(remat=o.remat, dtype=o.dtype, lowering=lowering)
         self.resident = self._resident()
-        self.train_xy: tuple[jax.Array, jax.Array] | None = None  # on the device from the first epoch
+        self.train_x: jax.Array | None = None  # resident: on the device from the first epoch
         step_fn = engine.make_train_step(self.net.ir, self.task, tx, frozen, pl, self.compute, resident=self.resident)
         self.eval_fn = engine.make_eval_step(self.net.ir, self.task, pl, self.compute)
         t = time.monotonic()
         if self.resident:
             specs = (
                 jax.ShapeDtypeStruct(ds.x_train.shape, jnp.float32, sharding=pl.replicated),
-                jax.ShapeDtypeStruct(ds.y_train.shape, ds.y_train.dtype, sharding=pl.replicated),
                 jax.ShapeDtypeStruct((self.batch,), jnp.int32, sharding=pl.batch),
+                jax.ShapeDtypeStruct((self.batch, *ds.y_train.shape[1:]), ds.y_train.dtype, sharding=pl.batch),
             )
         else:
             specs = (
@@ -445,15 +445,15 @@ class _Run:
 
     def _resident(self) -> bool:
         """Whether the training set lives on the device (the step gathers its batches there):
-        one process, no augmentation (drawn on the host), and the set, once per device, within
-        RESIDENT_BYTES and a quarter of the memory available (the host's for CPU devices).
-        The batches, and so the weights, are the same either way."""
+        one process, no augmentation (drawn on the host), and the images, once per device,
+        within RESIDENT_BYTES and a quarter of the memory available (the host's for CPU
+        devices). The batches, and so the weights, are the same either way."""
         from ..passes.memory import memory_limit
 
         cfg, ds, pl = self.cfg, self.ds, self.placement
         if cfg.crop or cfg.flip or pl.processes > 1:
             return False
-        need = (ds.x_train.size * 4 + ds.y_train.nbytes) * pl.devices
+        need = ds.x_train.size * 4 * pl.devices
         device = pl.mesh.devices.flat[0]
         if device.platform == "cpu":
             limit = memory_limit()[0]
@@ -545,8 +545,8 @@ class _Run:
             "", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info="", eta="–"
         )
         t0 = last = checked = time.monotonic()
-        if self.resident and self.train_xy is None:  # once, and counted as training time
-            self.train_xy = pl.state((np.asarray(ds.x_train, np.float32), ds.y_train))
+        if self.resident and self.train_x is None:  # once, and counted as training time
+            self.train_x = pl.state(np.asarray(ds.x_train, np.float32))
         seen_at_last, done = 0, batch0
         # The bar counts the steps the device finished, not those the host dispatched (it runs
         # ahead, and used to sit at 0/42 until a sync): every PROGRESS_MARK_S the running
@@ -561,17 +561,16 @@ class _Run:
             rows, n = pl.rows(self.batch), self.batch
             part = None if pl.processes == 1 else (rows, n)
             shard = None if part is None else rows
-            # resident: the same batches' row numbers (the step gathers the rows on the device)
-            rows_of = np.arange(len(ds.x_train), dtype=np.int32) if self.resident else None
-            source = (rows_of, rows_of) if rows_of is not None else (ds.x_train, ds.y_train)
-            it = batches(*source, n, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0, rows=shard)
+            # resident: the same batches' row numbers (the step gathers the images on the device)
+            images = np.arange(len(ds.x_train), dtype=np.int32) if self.resident else ds.x_train
+            it = batches(images, ds.y_train, n, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0, rows=shard)
             multi = self.world.multi
             for b, (xb, yb) in enumerate(it, start=batch0):
                 if (b == batch0 or not multi) and self.stop:  # several processes: agreed below
                     self.stopped = "interrupted"
                     break
-                if self.train_xy is not None:  # xb: the batch's row numbers
-                    xy = (*self.train_xy, *pl.put_batch(xb))
+                if self.train_x is not None:  # xb: the batch's row numbers
+                    xy = (self.train_x, *pl.put_batch(xb, yb))
                 else:
                     if cfg.crop or cfg.flip:
                         rng = np.random.default_rng((cfg.seed, epoch, b))

@@ -1,4 +1,4 @@
-"""The device-resident training set (`loop.RESIDENT_BYTES`): a small, unaugmented training
+"""The device-resident training images (`loop.RESIDENT_BYTES`): a small, unaugmented training
 set is put on the device once and each step gathers its batch there. The batches are the
 same as the host pipeline's (the same permutation of the same rows), so the weights are
 too, bit for bit on one device; resume and data parallelism work as on the host path.
@@ -85,6 +85,6 @@ def test_augmentation_and_large_sets_are_fed_from_the_host(tmp_path: Path, monke
     aug, text = run(tmp_path, "aug", overrides={"augment": "flip", "epochs": 1})
     assert ON_DEVICE not in text
     ds = aug.dataset  # the same split without augmentation
-    monkeypatch.setattr(loop, "RESIDENT_BYTES", ds.x_train.size * 4 + ds.y_train.nbytes - 1)  # one byte short
+    monkeypatch.setattr(loop, "RESIDENT_BYTES", ds.x_train.size * 4 - 1)  # one byte short
     _, text = run(tmp_path, "big", overrides={"epochs": 1})
     assert ON_DEVICE not in text
