@@ -42,13 +42,14 @@ TASKS = {
         "folder": "mnist",
         "target": 0.99,
         # Two epochs over all 60,000 training images (no validation split: the test set is
-        # the held-out measure, and the final weights are scored), Adam with a short linear
-        # warm-up into a cosine decay to zero, label smoothing.
+        # the held-out measure, and the final weights are scored), batch 96, Adam with a
+        # shorter second-moment memory (b2 0.99: 1,250 steps is a short run), a linear
+        # warm-up into a cosine decay to zero, label smoothing 0.1.
         "overrides": {
-            "optimizer": "adam(lr=0.005)",
+            "optimizer": "adam(lr=0.004, b2=0.99)",
             "schedule": "cosine",
             "warmup": 100,
-            "batch": 128,
+            "batch": 96,
             "epochs": 2,
             "val": 0,
             "label_smoothing": 0.1,
