@@ -335,10 +335,15 @@ def make_train_step(
     frozen: Any,
     placement: Placement,
     compute: Compute = Compute(),
+    *,
+    resident: bool = False,
 ) -> Callable[..., dict]:
     """`step(state, key, fixed, x, y) -> state`, jitted with the state donated.
 
-    x: (B, H, W, D) float32 sharded on B; y: (B,) int32 or (B, K). Frozen parameters enter
+    x: (B, H, W, D) float32 sharded on B; y: (B,) int32 or (B, K). With `resident`, the
+    step is `step(state, key, fixed, x_all, idx, y)` instead: the training images live on the
+    device (replicated) and the step gathers its batch, rows `idx` (B,) int32, itself, so the
+    host sends each step its row numbers and labels, not its images. Frozen parameters enter
     the forward pass through `stop_gradient`, so XLA drops their weight gradients; layers
     whose parameters are all frozen run in inference mode (BN uses and keeps its running
     statistics).
@@ -382,7 +387,14 @@ def make_train_step(
         return new
 
     rep, bat = placement.replicated, placement.batch
-    return jax.jit(step, donate_argnums=(0,), in_shardings=(rep, rep, rep, bat, bat), out_shardings=rep)
+    if not resident:
+        return jax.jit(step, donate_argnums=(0,), in_shardings=(rep, rep, rep, bat, bat), out_shardings=rep)
+
+    def gathered(state: dict, key: jax.Array, fixed: dict, x_all: jax.Array, idx: jax.Array, y: jax.Array) -> dict:
+        x = jax.lax.with_sharding_constraint(jnp.take(x_all, idx, axis=0, mode="clip"), bat)
+        return step(state, key, fixed, x, y)
+
+    return jax.jit(gathered, donate_argnums=(0,), in_shardings=(rep, rep, rep, rep, bat, bat), out_shardings=rep)
 
 
 def make_eval_step(

@@ -17,12 +17,14 @@ history and summary are replaced atomically, and a history line that a crash los
 from the checkpoint. A non-finite loss or weight stops the run (it is never saved). SIGINT and
 SIGTERM stop after the current step with a checkpoint that `resume` continues bit for bit.
 
-The host loop only feeds batches: each step is one call of a jitted, donated, pure function,
-and the host reads the device only at the end of an epoch, once a second for the non-finite
-flag, and when it stops; the progress bar polls copies of the running metrics, waiting only
-when the host is a quarter of a second ahead of the device (`_epoch`). Everything random derives from the seed and the step or
-epoch number (data order, augmentation, dropout), so a run is a function of its settings,
-and `resume=True` continues one bit-for-bit from its last checkpoint.
+The host loop only feeds batches: each step is one call of a jitted, donated, pure function.
+A small unaugmented training set lives on the device (`RESIDENT_BYTES`), so the host sends
+each step only its batch's row numbers; otherwise it sends the batch. The host reads the
+device only at the end of an epoch, once a second for the non-finite flag, and when it
+stops; the progress bar polls copies of the running metrics, waiting only when the host is a
+quarter of a second ahead of the device (`_epoch`). Everything random derives from the seed
+and the step or epoch number (data order, augmentation, dropout), so a run is a function of
+its settings, and `resume=True` continues one bit-for-bit from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ AGREE_EVERY = 16  # how often the host reads the device's non-finite flag mid-ep
 PROGRESS_EVERY_S = 0.1  # how often the progress bar is redrawn (count, loss, img/s, ETA)
 PROGRESS_MARK_S = 0.02  # how often the bar marks a step to count when the device finishes it
 PROGRESS_AHEAD_S = 0.25  # with a bar, the host runs at most this far (in dispatch time) ahead of the device
+# Training images up to this size (all device copies together, and at most a quarter of the
+# device's memory) is put on the device once and each step gathers its batch there (`_Run.
+# _resident`); larger ones, augmented ones and multi-process runs are fed batch by batch.
+RESIDENT_BYTES = 2 << 30
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -404,12 +410,23 @@ class _Run:
         o = self.opts
         lowering = self.net.autotune(self.batch // pl.devices, train=True) if o.autotune else None
         self.compute = engine.Compute(remat=o.remat, dtype=o.dtype, lowering=lowering)
-        step_fn = engine.make_train_step(self.net.ir, self.task, tx, frozen, pl, self.compute)
+        self.resident = self._resident()
+        self.train_x: jax.Array | None = None  # resident: on the device from the first epoch
+        step_fn = engine.make_train_step(self.net.ir, self.task, tx, frozen, pl, self.compute, resident=self.resident)
         self.eval_fn = engine.make_eval_step(self.net.ir, self.task, pl, self.compute)
         t = time.monotonic()
-        x_spec = jax.ShapeDtypeStruct((self.batch, *ds.x_train.shape[1:]), jnp.float32, sharding=pl.batch)
-        y_spec = jax.ShapeDtypeStruct((self.batch, *ds.y_train.shape[1:]), ds.y_train.dtype, sharding=pl.batch)
-        self.step_fn = step_fn.lower(self.state, self.key, self.fixed, x_spec, y_spec).compile()
+        if self.resident:
+            specs = (
+                jax.ShapeDtypeStruct(ds.x_train.shape, jnp.float32, sharding=pl.replicated),
+                jax.ShapeDtypeStruct((self.batch,), jnp.int32, sharding=pl.batch),
+                jax.ShapeDtypeStruct((self.batch, *ds.y_train.shape[1:]), ds.y_train.dtype, sharding=pl.batch),
+            )
+        else:
+            specs = (
+                jax.ShapeDtypeStruct((self.batch, *ds.x_train.shape[1:]), jnp.float32, sharding=pl.batch),
+                jax.ShapeDtypeStruct((self.batch, *ds.y_train.shape[1:]), ds.y_train.dtype, sharding=pl.batch),
+            )
+        self.step_fn = step_fn.lower(self.state, self.key, self.fixed, *specs).compile()
         self.compile_s = time.monotonic() - t
         self._header(epoch, batch0)
         self.history = history
@@ -425,6 +442,24 @@ class _Run:
             epoch = self._epoch(epoch, batch0)
             batch0 = 0
         return self._finish(epoch)
+
+    def _resident(self) -> bool:
+        """Whether the training set lives on the device (the step gathers its batches there):
+        one process, no augmentation (drawn on the host), and the images, once per device,
+        within RESIDENT_BYTES and a quarter of the memory available (the host's for CPU
+        devices). The batches, and so the weights, are the same either way."""
+        from ..passes.memory import memory_limit
+
+        cfg, ds, pl = self.cfg, self.ds, self.placement
+        if cfg.crop or cfg.flip or pl.processes > 1:
+            return False
+        need = ds.x_train.size * 4 * pl.devices
+        device = pl.mesh.devices.flat[0]
+        if device.platform == "cpu":
+            limit = memory_limit()[0]
+        else:
+            limit = (device.memory_stats() or {}).get("bytes_limit")
+        return need <= RESIDENT_BYTES and (limit is None or need <= limit // 4)
 
     def _header(self, epoch: int, batch0: int) -> None:
         net, cfg, ds, c = self.net, self.cfg, self.ds, self.console
@@ -464,7 +499,8 @@ class _Run:
             c.print(f"freeze   {', '.join(cfg.freeze)}: no gradient, no optimizer state, inference mode", markup=False)
         c.print(
             f"devices  {self.placement.describe()} · {self.compute.describe()}"
-            f" · train step compiled in {self.compile_s:.1f} s",
+            f" · train step compiled in {self.compile_s:.1f} s"
+            + (" · the training set on the device, batches gathered there" if self.resident else ""),
             markup=False,
         )
         if self.removed:
@@ -509,6 +545,8 @@ class _Run:
             "", total=self.steps_per_epoch, completed=batch0, epoch=f"{epoch + 1}/{cfg.epochs}", info="", eta="–"
         )
         t0 = last = checked = time.monotonic()
+        if self.resident and self.train_x is None:  # once, and counted as training time
+            self.train_x = pl.state(np.asarray(ds.x_train, np.float32))
         seen_at_last, done = 0, batch0
         # The bar counts the steps the device finished, not those the host dispatched (it runs
         # ahead, and used to sit at 0/42 until a sync): every PROGRESS_MARK_S the running
@@ -523,18 +561,21 @@ class _Run:
             rows, n = pl.rows(self.batch), self.batch
             part = None if pl.processes == 1 else (rows, n)
             shard = None if part is None else rows
-            it = batches(
-                ds.x_train, ds.y_train, n, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0, rows=shard
-            )
+            # resident: the same batches' row numbers (the step gathers the images on the device)
+            images = np.arange(len(ds.x_train), dtype=np.int32) if self.resident else ds.x_train
+            it = batches(images, ds.y_train, n, seed=cfg.seed, epoch=epoch, drop_last=True, start=batch0, rows=shard)
             multi = self.world.multi
             for b, (xb, yb) in enumerate(it, start=batch0):
                 if (b == batch0 or not multi) and self.stop:  # several processes: agreed below
                     self.stopped = "interrupted"
                     break
-                if cfg.crop or cfg.flip:
-                    rng = np.random.default_rng((cfg.seed, epoch, b))
-                    xb = augment(xb, rng, crop=cfg.crop, flip=cfg.flip, fill=fill, part=part)
-                xy = pl.put_batch(xb, yb) if part is None else pl.put_local(n, xb, yb)  # this process's rows
+                if self.train_x is not None:  # xb: the batch's row numbers
+                    xy = (self.train_x, *pl.put_batch(xb, yb))
+                else:
+                    if cfg.crop or cfg.flip:
+                        rng = np.random.default_rng((cfg.seed, epoch, b))
+                        xb = augment(xb, rng, crop=cfg.crop, flip=cfg.flip, fill=fill, part=part)
+                    xy = pl.put_batch(xb, yb) if part is None else pl.put_local(n, xb, yb)  # this process's rows
                 self.state = self.step_fn(self.state, self.key, self.fixed, *xy)
                 self.host_step += 1
                 done = b + 1
