@@ -51,9 +51,14 @@ class ConvLowering(Lowering):
         or measured slower). Depthwise layers (one filter per channel) run as
         `conv_depthwise` on the CPU, in both modes: XLA:CPU's grouped convolution is 20-70x
         slower forward there. Where the optional oneDNN kernel is installed
-        (`backends/jax/onednn.py`), training runs the remaining 2-D layers by oneDNN: CIFAR
-        ResNet-18's train step at batch 64 took 1.12 s against 2.19 s with XLA's convolutions
-        (2-core Xeon, quiet; PyTorch channels_last 1.13 s; benchmarks/RESULTS.md, session D).
+        (`backends/jax/onednn.py`), every other 2-D layer with groups = 1 runs by oneDNN, in
+        both modes (Winograd keeps the inference layers where it pays): CIFAR ResNet-18's
+        train step at batch 64 took 1.12 s against 2.19 s with XLA's convolutions (2-core
+        Xeon, quiet; PyTorch channels_last 1.13 s; benchmarks/RESULTS.md, session D), and
+        oneDNN in place of shift and col2im too made LeNet-5 20-30% faster in every row
+        (session E, interleaved: train b128 10.2 -> 7.8 ms, b512 31.3 -> 25.7 ms; inference
+        b128 3.27 -> 2.53 ms, b512 11.0 -> 8.05 ms) with ResNet-18 level (1.33 / 1.31 s
+        train, 345 / 359 ms inference, within the run's spread).
         `autotune` measures every lowering per layer on the device."""
         if not cpu_lowerings():
             return "xla"
@@ -61,15 +66,15 @@ class ConvLowering(Lowering):
             return "depthwise"
         if self.op._groups(a, x) != 1:
             return "xla"
-        if x.depth * math.prod(bcast(self.op._kernel(a), x.rank)) <= 32:
-            return "shift"
         if not train and self.winograd_pays(a, x, y, batch or 1):
             return "winograd"
+        if x.rank == 2 and onednn.available()[0]:
+            return "onednn"
+        if x.depth * math.prod(bcast(self.op._kernel(a), x.rank)) <= 32:
+            return "shift"
         positions = (batch or 1) * math.prod(y.spatial)
         if train and x.depth < 16 and positions <= 32_768:
             return "col2im"
-        if train and x.rank == 2 and onednn.available()[0]:
-            return "onednn"
         return "xla"
 
     def candidates(self, a: Args, x: Shape, y: Shape, train: bool) -> tuple[str, ...]:
