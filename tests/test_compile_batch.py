@@ -74,13 +74,12 @@ def test_compile_batch_json_and_no_jax() -> None:
 def _xla_train_step_bytes(net: cnndsl.Net, batch: int) -> int:
     """Peak bytes XLA assigns one Adam training step (gradients of a loss on the logits, the
     update; the state donated, as `cnndsl train` does): arguments + outputs + temporaries,
-    less what outputs share with donated arguments. XLA's convolutions everywhere: a custom
-    call's (oneDNN's) own buffers are outside XLA's memory analysis."""
+    less what outputs share with donated arguments."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    variables, apply = net.functional(jax.random.key(0), lowering={"*": "xla"})
+    variables, apply = net.functional(jax.random.key(0))
     params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     tx = optax.adam(1e-3)
 
@@ -101,7 +100,7 @@ def _xla_forward_bytes(net: cnndsl.Net, batch: int) -> int:
     import jax
     import jax.numpy as jnp
 
-    variables, apply = net.functional(jax.random.key(0), lowering={"*": "xla"})
+    variables, apply = net.functional(jax.random.key(0))
     x = jax.ShapeDtypeStruct(net.input.array_shape(batch), jnp.float32)
     m = jax.jit(apply).lower(variables, x).compile().memory_analysis()
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
@@ -117,7 +116,11 @@ def _check_against_xla(name: str, batch: int) -> None:
 
 
 @pytest.mark.parametrize(("name", "batch"), [("lenet5", 32), ("digits", 32)])
-def test_the_estimate_is_close_to_xla_memory_analysis(name: str, batch: int) -> None:
+def test_the_estimate_is_close_to_xla_memory_analysis(name: str, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnndsl.backends.jax import onednn
+
+    # the lowerings XLA can see into: a custom call's (oneDNN's) own buffers are outside its analysis
+    monkeypatch.setattr(onednn, "available", lambda: (False, "left out: XLA cannot see into its buffers"))
     _check_against_xla(name, batch)
 
 
